@@ -1,0 +1,30 @@
+"""What every request handler needs, built once when the app starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from stagewatch.domain.pipeline import PipelineRegistry
+from stagewatch.service.ingest import GroupCommitter
+from stagewatch.settings import Settings
+from stagewatch.store.engine import Database
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    registry: PipelineRegistry
+    committer: GroupCommitter
+
+
+def context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+# Handlers declare ``ctx: Ctx`` to receive the app's context.
+Ctx = Annotated[AppContext, Depends(context)]

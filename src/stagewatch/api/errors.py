@@ -1,0 +1,58 @@
+"""The one place where errors become HTTP responses. Every body is ``{"error": ..., "field": ...}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+
+from stagewatch.errors import (
+    ConfigError,
+    InputError,
+    InvalidShape,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("stagewatch.api")
+
+STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (PayloadTooLarge, 413),
+    (InvalidShape, 422),
+    (InputError, 400),
+    (NotFound, 404),
+    (StoreUnavailable, 503),
+    (OperationalError, 503),
+    (ConfigError, 500),
+)
+
+
+def error_body(message: str, field: str | None = None) -> dict[str, str | None]:
+    return {"error": message, "field": field}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for exc_type, status in STATUS_OF:
+        app.add_exception_handler(exc_type, _handler(status))
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+
+
+def _handler(status: int):  # type: ignore[no-untyped-def]
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if status >= 500:
+            log.warning("api.error path=%s status=%d error=%s", request.url.path, status, exc)
+        message = "the database is unavailable" if isinstance(exc, OperationalError) else str(exc)
+        return JSONResponse(error_body(message, getattr(exc, "field", None)), status_code=status)
+
+    return handle
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"] if part not in ("query", "body", "path"))
+    return JSONResponse(error_body(f"{field}: {first['msg']}", field), status_code=422)

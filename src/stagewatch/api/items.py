@@ -1,0 +1,76 @@
+"""Reading items: one video's story, a filtered list, and the per-stage summary."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from stagewatch.api.context import Ctx
+from stagewatch.domain.events import Event
+from stagewatch.domain.statuses import ItemStatus
+from stagewatch.errors import InvalidShape
+from stagewatch.service import query
+from stagewatch.store.reads import ItemFilter
+
+router = APIRouter(tags=["items"])
+
+
+@router.get("/v1/items/{item_id:path}", summary="One item: status, stage, runs and (history=1) its story")
+async def get_item(item_id: str, ctx: Ctx, history: bool = False) -> dict[str, Any]:
+    return await run_in_threadpool(query.get_item, ctx.db, item_id, with_history=history)
+
+
+@router.get("/v1/items", summary="Items, newest-updated first, with filters and a cursor")
+async def list_items(
+    ctx: Ctx,
+    status: Annotated[list[str] | None, Query(description="repeat or comma-separate")] = None,
+    stage: str | None = None,
+    account: str | None = None,
+    scenario: str | None = None,
+    pipeline: str | None = None,
+    updated_since: Annotated[str | None, Query(description="epoch seconds or ISO 8601")] = None,
+    prefix: Annotated[str | None, Query(description="item id prefix")] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=query.MAX_PAGE)] = 50,
+) -> dict[str, Any]:
+    where = ItemFilter(
+        status=_parse_statuses(status),
+        stage=stage,
+        account=account,
+        scenario=scenario,
+        pipeline=pipeline,
+        updated_since=_parse_since(updated_since),
+        id_prefix=prefix,
+    )
+    return await run_in_threadpool(query.list_items, ctx.db, where, cursor, limit)
+
+
+@router.get("/v1/summary", summary="Per stage: queued, running, waiting, failed, done, oldest queued age")
+async def summary(ctx: Ctx) -> dict[str, Any]:
+    return await run_in_threadpool(query.summary, ctx.db, ctx.registry)
+
+
+def _parse_statuses(values: list[str] | None) -> list[str] | None:
+    names = [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
+    known = {status.value for status in ItemStatus}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        choices = ", ".join(status.value for status in ItemStatus)
+        raise InvalidShape(f"unknown status {unknown[0]!r}; one of: {choices}", field="status")
+    return names or None
+
+
+def _parse_since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = Event._parse_time(value)
+    except ValueError:
+        raise InvalidShape("updated_since must be epoch seconds or ISO 8601", field="updated_since") from None
+    return float(moment)

@@ -1,0 +1,414 @@
+"""Pipelines from ``stagewatch.toml``: read the file, check every key, build a ``PipelineRegistry``.
+
+The format, in short (times are seconds or strings such as ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``,
+``"1h30m"``)::
+
+    default_pipeline = "shorts"             # optional; defaults to the first pipeline declared
+
+    [pipelines.instagram]
+    preset = "instagram"                    # start from a preset; same-named stages below override it
+
+    [pipelines.shorts]
+    description = "YouTube shorts"
+    [[pipelines.shorts.stages]]
+    name = "download"
+    max_attempts = 3
+    timeout = "15m"
+    heartbeat_timeout = "60s"
+    backoff_initial = "5s"
+    backoff_max = "10m"
+    dwell_slo = "30m"
+    depends_on = ["storage"]
+    on_success = "ready_to_publish"
+    description = "the video file is fetched to storage"
+    concurrency = [{ key = "{account}", limit = 3 }]
+    rate_limits = [{ key = "{account}", limit = 50, per = "24h" }]
+
+Without a ``[pipelines]`` table the registry holds only the ``instagram`` preset. Every mistake raises
+``ConfigError`` naming the file, the dotted key path (``pipelines.shorts.stages[0].timeout``; array
+positions count from 0) and the problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from stagewatch.domain.pipeline import (
+    PRESETS,
+    SUCCESS_STATUSES,
+    ConcurrencyLimit,
+    Pipeline,
+    PipelineRegistry,
+    RateLimit,
+    StagePolicy,
+    instagram_preset,
+)
+from stagewatch.domain.statuses import ItemStatus
+from stagewatch.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "stagewatch.toml"
+
+_DURATION_NUMBER = r"(\d+(?:\.\d+)?)"
+# Units must come largest first, each at most once: "1h30m" is fine, "30m1h" and "1h1h" are typos.
+_DURATION = re.compile("".join(f"(?:{_DURATION_NUMBER}{unit})?" for unit in "dhms"))
+_UNIT_SECONDS = (86400.0, 3600.0, 60.0, 1.0)
+_DURATION_HELP = 'use seconds as a number or a string such as "90s", "15m", "2h", "1d" or "1h30m"'
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """Where a value sits: the file and the dotted key path, so every error can name both."""
+
+    source: str
+    key: str = ""
+
+    def child(self, name: str) -> _At:
+        # Quote names TOML would quote, so "a.b" as one key is not read as two.
+        part = name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+        return _At(self.source, f"{self.key}.{part}" if self.key else part)
+
+    def item(self, index: int) -> _At:
+        return _At(self.source, f"{self.key}[{index}]")
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, key=self.key or None)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_pipelines(path: str | os.PathLike[str] | None = None) -> PipelineRegistry:
+    """Load the pipelines from ``path``, or from ``./stagewatch.toml`` when ``path`` is None.
+
+    With no path and no ``./stagewatch.toml``, the registry holds only the ``instagram`` preset. An explicit
+    path that does not exist is an error.
+    """
+    file = _config_file(path)
+    if file is None:
+        return PipelineRegistry.of([instagram_preset()], "instagram")
+    return parse_pipelines(_read_toml(file), str(file))
+
+
+def _config_file(path: str | os.PathLike[str] | None) -> Path | None:
+    if path is None:
+        default = Path(DEFAULT_CONFIG_FILE)
+        return default if default.exists() else None
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError("the config file does not exist", source=str(file))
+    return file
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as stream:
+            return tomllib.load(stream)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"is not valid TOML: {exc}", source=str(file)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not UTF-8 text: {exc}", source=str(file)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror or exc}", source=str(file)) from exc
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+
+def parse_pipelines(data: Mapping[str, Any], source: str) -> PipelineRegistry:
+    """Build the registry from already-parsed TOML ``data``; ``source`` names the file in errors."""
+    at = _At(source)
+    root = _table(data, at, ("default_pipeline", "pipelines"))
+    if "pipelines" in root:
+        pipelines = _pipelines(root["pipelines"], at.child("pipelines"))
+    else:
+        pipelines = [instagram_preset()]
+    default = _default_pipeline(root, at.child("default_pipeline"), pipelines)
+    return PipelineRegistry.of(pipelines, default)
+
+
+def _pipelines(value: object, at: _At) -> list[Pipeline]:
+    table = _table(value, at, None)
+    if not table:
+        raise at.error("declares no pipeline; add a [pipelines.NAME] table or remove [pipelines]")
+    return [_pipeline(name, body, at.child(name)) for name, body in table.items()]
+
+
+def _default_pipeline(root: Mapping[str, Any], at: _At, pipelines: list[Pipeline]) -> str:
+    if "default_pipeline" not in root:
+        return pipelines[0].name
+    name = _name(root["default_pipeline"], at)
+    names = [p.name for p in pipelines]
+    if name not in names:
+        raise at.error(
+            f"there is no pipeline named '{name}'{_suggest(name, names)}; declared: {_list(names)}"
+        )
+    return name
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+
+
+def _pipeline(name: str, value: object, at: _At) -> Pipeline:
+    table = _table(value, at, ("preset", "description", "stages"))
+    if not name:
+        raise at.error("a pipeline name must not be empty")
+    base = _preset(table["preset"], at.child("preset")) if "preset" in table else None
+    stages = _stages(table, at, base.stages if base else ())
+    fallback = base.description if base else ""
+    description = (
+        _string(table["description"], at.child("description")) if "description" in table else fallback
+    )
+    return Pipeline(name=name, stages=stages, description=description)
+
+
+def _preset(value: object, at: _At) -> Pipeline:
+    name = _name(value, at)
+    if name not in PRESETS:
+        raise at.error(
+            f"unknown preset '{name}'{_suggest(name, PRESETS)}; available presets: {_list(PRESETS)}"
+        )
+    return PRESETS[name]()
+
+
+def _stages(table: Mapping[str, Any], at: _At, base: tuple[StagePolicy, ...]) -> tuple[StagePolicy, ...]:
+    if "stages" not in table:
+        if base:
+            return base
+        hint = f'add [[{at.key}.stages]] entries or start from a preset (preset = "instagram")'
+        raise at.error(f"has no stages; {hint}")
+    entries = _array(table["stages"], at.child("stages"))
+    if not entries:
+        raise at.child("stages").error("is empty; a pipeline needs at least one stage")
+    declared = _declared_stages(entries, at.child("stages"))
+    return _merge(base, declared)
+
+
+@dataclass(frozen=True, slots=True)
+class _DeclaredStage:
+    """One ``[[stages]]`` entry: its name and only the fields it sets, so it can patch a preset stage."""
+
+    name: str
+    fields: dict[str, Any]
+    at: _At
+
+
+def _declared_stages(entries: list[Any], at: _At) -> list[_DeclaredStage]:
+    declared: dict[str, _DeclaredStage] = {}
+    for index, entry in enumerate(entries):
+        stage = _declared_stage(entry, at.item(index))
+        if stage.name in declared:
+            first = declared[stage.name].at.key
+            raise stage.at.child("name").error(f"stage '{stage.name}' is declared twice (first at {first})")
+        declared[stage.name] = stage
+    return list(declared.values())
+
+
+def _merge(base: tuple[StagePolicy, ...], declared: list[_DeclaredStage]) -> tuple[StagePolicy, ...]:
+    # Preset stages keep their order; a declared stage with a preset stage's name patches it, others append.
+    patches = {stage.name: stage for stage in declared}
+    merged = [_build(patches[s.name], s) if s.name in patches else s for s in base]
+    known = {s.name for s in base}
+    merged += [_build(stage, None) for stage in declared if stage.name not in known]
+    return tuple(merged)
+
+
+def _build(stage: _DeclaredStage, base: StagePolicy | None) -> StagePolicy:
+    policy = replace(base, **stage.fields) if base else StagePolicy(stage.name, **stage.fields)
+    if policy.backoff_initial > policy.backoff_max:
+        raise stage.at.child("backoff_initial").error(
+            f"is {policy.backoff_initial:g}s, longer than backoff_max ({policy.backoff_max:g}s)"
+        )
+    return policy
+
+
+# --------------------------------------------------------------------------------------------- stage
+
+
+def _declared_stage(value: object, at: _At) -> _DeclaredStage:
+    table = _table(value, at, _STAGE_KEYS)
+    if "name" not in table:
+        raise at.error("a stage needs a 'name'")
+    name = _name(table["name"], at.child("name"))
+    fields = {key: _STAGE_FIELDS[key](raw, at.child(key)) for key, raw in table.items() if key != "name"}
+    return _DeclaredStage(name, fields, at)
+
+
+def _on_success(value: object, at: _At) -> ItemStatus:
+    name = _string(value, at)
+    allowed = sorted(SUCCESS_STATUSES)
+    if name not in allowed:
+        raise at.error(
+            f"'{name}' is not a success status{_suggest(name, allowed)}; use one of: {_list(allowed)}"
+        )
+    return ItemStatus(name)
+
+
+def _concurrency(value: object, at: _At) -> tuple[ConcurrencyLimit, ...]:
+    return tuple(_concurrency_limit(entry, at.item(i)) for i, entry in enumerate(_array(value, at)))
+
+
+def _concurrency_limit(value: object, at: _At) -> ConcurrencyLimit:
+    table = _table(value, at, ("key", "limit"))
+    _require(table, at, ("key", "limit"))
+    return ConcurrencyLimit(
+        _name(table["key"], at.child("key")), _positive_int(table["limit"], at.child("limit"))
+    )
+
+
+def _rate_limits(value: object, at: _At) -> tuple[RateLimit, ...]:
+    return tuple(_rate_limit(entry, at.item(i)) for i, entry in enumerate(_array(value, at)))
+
+
+def _rate_limit(value: object, at: _At) -> RateLimit:
+    table = _table(value, at, ("key", "limit", "per"))
+    _require(table, at, ("key", "limit", "per"))
+    key = _name(table["key"], at.child("key"))
+    return RateLimit(
+        key, _positive_int(table["limit"], at.child("limit")), _duration(table["per"], at.child("per"))
+    )
+
+
+# --------------------------------------------------------------------------------------------- values
+
+
+def parse_duration(value: object, *, source: str, key: str) -> float:
+    """Seconds from a config value: a positive number of seconds, or a string such as ``"90s"``,
+    ``"15m"``, ``"2h"``, ``"1d"`` or ``"1h30m"`` (units d, h, m, s, largest first)."""
+    at = _At(source, key)
+    seconds = _duration_text(value, at) if isinstance(value, str) else _number(value, at)
+    if seconds <= 0:
+        raise at.error(f"must be a duration above zero, not {_describe(value)}")
+    return seconds
+
+
+def _duration(value: object, at: _At) -> float:
+    return parse_duration(value, source=at.source, key=at.key)
+
+
+def _duration_text(text: str, at: _At) -> float:
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or not any(match.groups()):
+        raise at.error(f"{json.dumps(text)} is not a duration; {_DURATION_HELP}")
+    return sum(float(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True) if n)
+
+
+def _number(value: object, at: _At) -> float:
+    # bool is an int subclass in Python, but `timeout = true` is a mistake, not 1 second.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise at.error(f"must be a duration ({_DURATION_HELP}), not {_describe(value)}")
+    if not math.isfinite(value):
+        raise at.error(f"must be a finite number of seconds, not {_describe(value)}")
+    return float(value)
+
+
+def _positive_int(value: object, at: _At) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise at.error(f"must be a whole number, not {_describe(value)}")
+    if value < 1:
+        raise at.error(f"must be 1 or more, not {value}")
+    return value
+
+
+def _string(value: object, at: _At) -> str:
+    if not isinstance(value, str):
+        raise at.error(f"must be a string, not {_describe(value)}")
+    return value
+
+
+def _name(value: object, at: _At) -> str:
+    text = _string(value, at)
+    if not text.strip():
+        raise at.error("must not be empty")
+    return text
+
+
+def _strings(value: object, at: _At) -> tuple[str, ...]:
+    return tuple(_name(entry, at.item(i)) for i, entry in enumerate(_array(value, at)))
+
+
+def _array(value: object, at: _At) -> list[Any]:
+    if not isinstance(value, list):
+        raise at.error(f"must be an array, not {_describe(value)}")
+    return value
+
+
+def _table(value: object, at: _At, allowed: tuple[str, ...] | None) -> Mapping[str, Any]:
+    """``value`` as a table whose keys are all in ``allowed`` (None: any key)."""
+    if not isinstance(value, Mapping):
+        raise at.error(f"must be a table, not {_describe(value)}")
+    for key in value:
+        if allowed is not None and key not in allowed:
+            raise at.child(key).error(
+                f"unknown key '{key}'{_suggest(key, allowed)}; allowed keys: {_list(allowed)}"
+            )
+    return value
+
+
+def _require(table: Mapping[str, Any], at: _At, keys: tuple[str, ...]) -> None:
+    missing = [key for key in keys if key not in table]
+    if missing:
+        raise at.error(f"missing required key(s): {_list(missing)}")
+
+
+_STAGE_FIELDS: dict[str, Callable[[object, _At], object]] = {
+    "max_attempts": _positive_int,
+    "timeout": _duration,
+    "heartbeat_timeout": _duration,
+    "backoff_initial": _duration,
+    "backoff_max": _duration,
+    "dwell_slo": _duration,
+    "depends_on": _strings,
+    "on_success": _on_success,
+    "description": _string,
+    "concurrency": _concurrency,
+    "rate_limits": _rate_limits,
+}
+_STAGE_KEYS = ("name", *_STAGE_FIELDS)
+
+
+# --------------------------------------------------------------------------------------------- messages
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _list(names: Iterable[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def _describe(value: object) -> str:
+    """A TOML-flavoured description of a value for error messages, e.g. ``a string "15x"``."""
+    for kind, label in _TOML_KINDS:
+        if isinstance(value, kind):
+            return label if isinstance(value, list | Mapping) else f"{label} {_show(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return json.dumps(value)
+
+
+_TOML_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (Mapping, "a table"),
+    ((datetime, date, time), "a date/time"),
+)

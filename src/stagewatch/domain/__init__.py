@@ -1,0 +1,1 @@
+"""The pure core: models, state machines, pipelines and the projection. No I/O is imported here."""

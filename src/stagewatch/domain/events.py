@@ -1,0 +1,163 @@
+"""The event: the append-only truth that items and runs are projected from.
+
+Events arrive from workers in batches, late, twice and out of order. Each carries a client-made ``id``
+(ingest is idempotent on it) and the client's ``time``. The wire format is flat JSON; see
+``docs/events.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+JsonScalar = str | int | float | bool | None
+
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+# Clients' clocks may be off; a time before 2000 or after 2200 is a unit mistake (ms, not s).
+_MIN_TIME = 946_684_800.0
+_MAX_TIME = 7_258_118_400.0
+
+ShortText = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class EventType(StrEnum):
+    ITEM_CREATED = "item.created"
+    ITEM_ANNOTATED = "item.annotated"
+    RUN_ENQUEUED = "run.enqueued"
+    RUN_STARTED = "run.started"
+    RUN_HEARTBEAT = "run.heartbeat"
+    RUN_PROGRESS = "run.progress"
+    RUN_SUCCEEDED = "run.succeeded"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+    RUN_TIMED_OUT = "run.timed_out"
+
+    @property
+    def is_run_event(self) -> bool:
+        return self.value.startswith("run.")
+
+
+class ErrorInfo(BaseModel):
+    """Why a run failed. ``retryable`` is the worker's own judgement, when it has one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(min_length=1, max_length=256)
+    message: str = Field(default="", max_length=10_000)
+    stack: str | None = Field(default=None, max_length=100_000)
+    retryable: bool | None = None
+
+
+class Event(BaseModel):
+    """One fact about one item, and usually about one run of one stage."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128)
+    type: EventType
+    item_id: str = Field(min_length=1, max_length=256)
+    time: float | None = Field(default=None, description="client time: epoch seconds or ISO 8601")
+    pipeline: ShortText | None = None
+    stage: ShortText | None = None
+    run_id: str | None = Field(default=None, min_length=1, max_length=256)
+    attempt: int | None = Field(default=None, ge=1, le=10_000)
+    account: ShortText | None = None
+    scenario: ShortText | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    worker: ShortText | None = None
+    revision: ShortText | None = None
+    error: ErrorInfo | None = None
+    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    note: str | None = Field(default=None, max_length=10_000)
+    source: ShortText | None = None
+    actor: ShortText | None = None
+    params: dict[str, Any] | None = None
+    attrs: dict[str, JsonScalar] | None = None
+    resources: dict[str, float] | None = None
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _parse_iso_time(value)
+        if isinstance(value, datetime):
+            return _as_utc(value).timestamp()
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _check_time_range(cls, value: float | None) -> float | None:
+        if value is not None and not _MIN_TIME <= value <= _MAX_TIME:
+            raise ValueError("must be epoch seconds between 2000 and 2200 (is it in milliseconds?)")
+        return value
+
+    @field_validator("trace_id")
+    @classmethod
+    def _check_trace_id(cls, value: str | None) -> str | None:
+        if value is not None and (not _HEX32.match(value) or value == "0" * 32):
+            raise ValueError("must be 32 lowercase hex characters, not all zero (W3C trace-id)")
+        return value
+
+    @field_validator("span_id")
+    @classmethod
+    def _check_span_id(cls, value: str | None) -> str | None:
+        if value is not None and (not _HEX16.match(value) or value == "0" * 16):
+            raise ValueError("must be 16 lowercase hex characters, not all zero (W3C parent-id)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_type_requirements(self) -> Event:
+        if self.type.is_run_event and self.stage is None:
+            raise MissingField("stage", self.type)
+        if self.type is EventType.RUN_FAILED and self.error is None:
+            raise MissingField("error", self.type)
+        if self.type is EventType.RUN_PROGRESS and self.progress is None:
+            raise MissingField("progress", self.type)
+        if self.type.is_run_event and self.run_id is None:
+            # A run without an explicit id is named by its item, stage and attempt, so JSONL written by
+            # hand and the SDK agree on one run per attempt.
+            object.__setattr__(self, "run_id", default_run_id(self.item_id, self.stage, self.attempt))
+        return self
+
+    @property
+    def at(self) -> float:
+        """The event's time; ingest fills a missing client time with the server's."""
+        assert self.time is not None, "ingest stamps every event with a time"
+        return self.time
+
+
+class MissingField(ValueError):
+    """A field that this event's type requires is absent. Carries the field's name for error reports."""
+
+    def __init__(self, field: str, event_type: EventType) -> None:
+        self.field = field
+        super().__init__(f"{field} is required for {event_type.value} events")
+
+
+def default_run_id(item_id: str, stage: str | None, attempt: int | None) -> str:
+    return f"{item_id}/{stage}/{attempt or 1}"
+
+
+def _parse_iso_time(text: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be epoch seconds or an ISO 8601 time such as 2026-11-28T13:00:00Z") from None
+    return _as_utc(parsed).timestamp()
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch time as ISO 8601 UTC with milliseconds, as the API and CLI show it."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,51 @@
+"""One error hierarchy for the whole server. The API maps each class to one HTTP status in one place
+(``stagewatch.api.errors``); the CLI maps them to exit codes.
+
+    StagewatchError
+    ├── ConfigError          a config file or setting is wrong (names the file, the key and the problem)
+    ├── InputError           a request or a file is malformed (names the field)
+    │   ├── InvalidShape     well-formed, but not the shape asked for (a field is missing or wrong)
+    │   └── PayloadTooLarge  a body or batch over its cap
+    ├── NotFound             an item, run or other record does not exist
+    └── StoreUnavailable     the database does not answer
+"""
+
+from __future__ import annotations
+
+
+class StagewatchError(Exception):
+    """Base of every error stagewatch raises on purpose."""
+
+
+class ConfigError(StagewatchError):
+    """A configuration file or setting is invalid. The message names the file, the key and the problem."""
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
+        self.source = source
+        self.key = key
+        where = ": ".join(part for part in (source, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class InputError(StagewatchError):
+    """Input that cannot be accepted. ``field`` names the offending field when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class InvalidShape(InputError):
+    """Well-formed input whose structure is wrong: a missing field, a wrong type or value."""
+
+
+class PayloadTooLarge(InputError):
+    """A request body or batch is over its size cap."""
+
+
+class NotFound(StagewatchError):
+    """The record asked for does not exist."""
+
+
+class StoreUnavailable(StagewatchError):
+    """The database cannot be reached or refuses work."""

@@ -1,0 +1,1 @@
+"""Use cases: ingest, queries, and (later) control actions. The API and CLI call these."""

@@ -1,0 +1,81 @@
+"""Applying a set of new events to the stored projection, inside one transaction."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from stagewatch.domain.events import Event
+from stagewatch.domain.pipeline import PipelineRegistry
+from stagewatch.domain.projection import ItemState, RunState, apply_item_event, apply_run_event, derive_item
+from stagewatch.domain.statuses import DONE
+from stagewatch.store import writes
+from stagewatch.store.rows import placeholder_item_row
+
+CountKey = tuple[str, str, str]
+
+
+def event_row(event: Event, pipeline: str, received_at: float) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type.value,
+        "item_id": event.item_id,
+        "run_id": event.run_id,
+        "pipeline": pipeline,
+        "stage": event.stage,
+        "time": event.at,
+        "received_at": received_at,
+        "trace_id": event.trace_id,
+        "body": event.model_dump(mode="json", exclude_none=True),
+    }
+
+
+def store_events(
+    conn: Connection, events: Sequence[Event], registry: PipelineRegistry, received_at: float
+) -> set[str]:
+    """Append ``events`` (unique ids) and fold the new ones into items and runs. Returns the new ids."""
+    pipeline_of = {e.id: registry.require(e.pipeline).name for e in events}
+    new_ids = writes.insert_new_events(conn, [event_row(e, pipeline_of[e.id], received_at) for e in events])
+    fresh = [e for e in events if e.id in new_ids]
+    if fresh:
+        _project(conn, fresh, registry, pipeline_of)
+    return new_ids
+
+
+def _project(
+    conn: Connection, events: list[Event], registry: PipelineRegistry, pipeline_of: dict[str, str]
+) -> None:
+    first_seen: dict[str, dict[str, Any]] = {}
+    for e in events:
+        first_seen.setdefault(e.item_id, placeholder_item_row(e.item_id, pipeline_of[e.id], e.at))
+    items = writes.lock_items(conn, first_seen.values())
+    runs = writes.load_runs(conn, first_seen, {e.run_id for e in events if e.run_id})
+    before = {item_id: _count_keys(item) for item_id, item in items.items()}
+    touched_runs: dict[str, RunState] = {}
+    for e in events:
+        items[e.item_id] = apply_item_event(items.get(e.item_id), e, pipeline_of[e.id])
+        if e.run_id is not None:
+            touched_runs[e.run_id] = runs[e.run_id] = apply_run_event(runs.get(e.run_id), e)
+    by_item: defaultdict[str, list[RunState]] = defaultdict(list)
+    for run in runs.values():
+        by_item[run.item_id].append(run)
+    deltas: Counter[CountKey] = Counter()
+    for item_id in first_seen:
+        item = items[item_id]
+        derive_item(item, by_item[item_id], registry.require(item.pipeline))
+        deltas.subtract(before.get(item_id, []))
+        deltas.update(_count_keys(item))
+    writes.upsert_runs(conn, touched_runs.values())
+    writes.upsert_items(conn, (items[i] for i in first_seen))
+    writes.add_stage_counts(conn, deltas)
+
+
+def _count_keys(item: ItemState) -> list[CountKey]:
+    """The stage_counts cells this item stands in: its current (stage, status) and each stage done."""
+    keys = [(item.pipeline, stage, DONE) for stage in item.stages_done]
+    if item.stage is not None:
+        keys.append((item.pipeline, item.stage, item.status.value))
+    return keys

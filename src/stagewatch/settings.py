@@ -1,0 +1,28 @@
+"""One frozen ``Settings`` object: an explicit argument wins, then a ``STAGEWATCH_*`` environment
+variable, then the default. Nothing is read at import time: call ``Settings()`` where it is needed."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STAGEWATCH_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///stagewatch.db",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host/db",
+    )
+    config: str | None = Field(
+        default=None, description="path to stagewatch.toml (default: ./stagewatch.toml)"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    url: str = Field(default="http://127.0.0.1:8000", description="server URL the CLI talks to")
+    token: str | None = Field(default=None, description="API token the CLI sends")
+    max_batch_events: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Group commit: how many events one shared transaction may hold.
+    commit_max_events: int = Field(default=5000, ge=1)
+    log_level: str = "info"

@@ -1,0 +1,83 @@
+"""Opening the database: SQLite in WAL mode by default, PostgreSQL through psycopg 3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from stagewatch.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Database:
+    """The engines of one database. On SQLite, writes go through their own engine whose transactions
+    begin IMMEDIATE, so a writer takes the lock up front instead of failing to upgrade a read lock."""
+
+    url: str
+    reader: Engine
+    writer: Engine
+
+    @property
+    def dialect(self) -> str:
+        return self.reader.dialect.name
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def ping(self) -> None:
+        with self.reader.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.reader.dispose()
+        if self.writer is not self.reader:
+            self.writer.dispose()
+
+
+def open_database(url: str) -> Database:
+    """Engines for ``url``; a bad URL is a ConfigError naming STAGEWATCH_DATABASE_URL."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        return Database(url, _sqlite_engine(url, "DEFERRED"), _sqlite_engine(url, "IMMEDIATE"))
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return Database(url, engine, engine)
+
+
+def normalise_url(url: str) -> str:
+    """Accept the forms people paste: ``postgres://``, ``postgresql://`` and a bare file path."""
+    if url.startswith(("postgres://", "postgresql://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    elif "://" not in url:
+        url = f"sqlite:///{url}"
+    try:
+        make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(str(exc), key="STAGEWATCH_DATABASE_URL") from None
+    return url
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the sqlite3 module so BEGIN is ours (SQLAlchemy's documented
+        # recipe); WAL lets readers go on while the writer commits.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(f"BEGIN {begin}")
+
+    return engine

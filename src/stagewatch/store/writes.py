@@ -1,0 +1,87 @@
+"""Named write operations used by ingest, all inside one caller-owned transaction."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stagewatch.domain.projection import ItemState, RunState
+from stagewatch.store import schema
+from stagewatch.store.rows import item_from_row, item_to_row, run_from_row, run_to_row
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def insert_new_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Append events, skipping ids already in the log. Returns the ids that were new."""
+    if not rows:
+        return set()
+    stmt = _insert(conn, schema.events).on_conflict_do_nothing(index_elements=["id"])
+    result = conn.execute(stmt.returning(schema.events.c.id), list(rows))
+    return set(result.scalars())
+
+
+def lock_items(conn: Connection, placeholders: Iterable[dict[str, Any]]) -> dict[str, ItemState]:
+    """Load the items about to change, locked against concurrent writers.
+
+    On PostgreSQL a missing row cannot be locked, so an empty placeholder is inserted first (a row with
+    ``event_count`` 0 is treated as new). Rows are touched in id order so two replicas never deadlock.
+    SQLite has one writer at a time, so a plain read is enough there.
+    """
+    ordered = sorted(placeholders, key=lambda row: row["item_id"])
+    ids = [row["item_id"] for row in ordered]
+    query = select(schema.items).where(schema.items.c.item_id.in_(ids))
+    if conn.dialect.name == "postgresql":
+        conn.execute(_insert(conn, schema.items).on_conflict_do_nothing(index_elements=["item_id"]), ordered)
+        query = query.order_by(schema.items.c.item_id).with_for_update()
+    found = (item_from_row(row) for row in conn.execute(query).mappings())
+    return {item.item_id: item for item in found if item.event_count > 0}
+
+
+def load_runs(conn: Connection, item_ids: Iterable[str], run_ids: Iterable[str]) -> dict[str, RunState]:
+    """Every run of these items, and any of these runs even if filed under another item."""
+    c = schema.runs.c
+    query = select(schema.runs).where(c.item_id.in_(list(item_ids)) | c.run_id.in_(list(run_ids)))
+    return {row["run_id"]: run_from_row(row) for row in conn.execute(query).mappings()}
+
+
+def upsert_runs(conn: Connection, runs: Iterable[RunState]) -> None:
+    rows = [run_to_row(run) for run in sorted(runs, key=lambda r: r.run_id)]
+    _upsert(conn, schema.runs, rows, key="run_id")
+
+
+def upsert_items(conn: Connection, items: Iterable[ItemState]) -> None:
+    rows = [item_to_row(item) for item in sorted(items, key=lambda i: i.item_id)]
+    _upsert(conn, schema.items, rows, key="item_id")
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], *, key: str) -> None:
+    if not rows:
+        return
+    stmt = _insert(conn, table)
+    updates = {name: stmt.excluded[name] for name in rows[0] if name != key}
+    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=updates), rows)
+
+
+def add_stage_counts(conn: Connection, deltas: Counter[tuple[str, str, str]]) -> None:
+    """Apply count changes per (pipeline, stage, status), in key order to avoid lock cycles."""
+    rows = [
+        {"pipeline": p, "stage": s, "status": st, "count": n}
+        for (p, s, st), n in sorted(deltas.items())
+        if n != 0
+    ]
+    if not rows:
+        return
+    stmt = _insert(conn, schema.stage_counts)
+    counter = schema.stage_counts.c.count
+    upsert = stmt.on_conflict_do_update(
+        index_elements=["pipeline", "stage", "status"], set_={"count": counter + stmt.excluded["count"]}
+    )
+    conn.execute(upsert, rows)

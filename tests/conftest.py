@@ -1,0 +1,158 @@
+"""Shared fixtures: a real SQLite file per test, one real PostgreSQL database per session, and a real
+server process on loopback.
+
+PostgreSQL: ``STAGEWATCH_TEST_POSTGRES=1`` (set by ``.ci/run``) makes it required, so CI fails instead
+of silently skipping; unset, the PostgreSQL cases run when a server answers and skip otherwise;
+``STAGEWATCH_TEST_POSTGRES=0`` turns them off.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from stagewatch.domain.pipeline import PipelineRegistry, instagram_preset
+from stagewatch.store import schema
+from stagewatch.store.engine import Database, open_database
+from stagewatch.store.migrate import upgrade
+
+PG_ADMIN = os.environ.get("STAGEWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_MODE = os.environ.get("STAGEWATCH_TEST_POSTGRES", "auto")
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database for this test session, dropped at the end."""
+    if PG_MODE == "0":
+        pytest.skip("PostgreSQL tests are off (STAGEWATCH_TEST_POSTGRES=0)")
+    if not _postgres_reachable():
+        if PG_MODE == "1":
+            pytest.fail(f"PostgreSQL is required (STAGEWATCH_TEST_POSTGRES=1) but {PG_ADMIN} does not answer")
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN}")
+    name = f"stagewatch_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    url = f"{base}/{name}"
+    db = open_database(url)
+    upgrade(db)
+    db.dispose()
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _empty_postgres(url: str) -> None:
+    db = open_database(url)
+    tables = ", ".join(table.name for table in schema.metadata.sorted_tables)
+    with db.writer.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
+    db.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty, migrated database: a SQLite file, or the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'stagewatch.db'}"
+        db = open_database(url)
+        upgrade(db)
+        db.dispose()
+        return url
+    url: str = request.getfixturevalue("postgres_url")
+    _empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = open_database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def registry() -> PipelineRegistry:
+    return PipelineRegistry.of([instagram_preset()])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    url: str
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(database_url: str, log_path: Path, *extra: str) -> LiveServer:
+    """``stagewatch serve`` in a real process on a free loopback port; waits until /healthz answers."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "stagewatch", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--db", database_url, *extra]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server = LiveServer(f"http://127.0.0.1:{port}", database_url, process, log_path)
+    _wait_healthy(server)
+    return server
+
+
+def _wait_healthy(server: LiveServer, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.process.kill()
+    raise RuntimeError(f"server did not become healthy in {timeout}s:\n{server.log()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture
+def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A real ``stagewatch serve`` process on loopback, on the parametrised database."""
+    server = start_server(database_url, tmp_path / "server.log")
+    yield server
+    stop_server(server)
