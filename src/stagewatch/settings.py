@@ -3,6 +3,8 @@ variable, then the default. Nothing is read at import time: call ``Settings()`` 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,3 +28,9 @@ class Settings(BaseSettings):
     # Group commit: how many events one shared transaction may hold.
     commit_max_events: int = Field(default=5000, ge=1)
     log_level: str = "info"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings where every override that is not None wins over the environment and the defaults."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    return Settings(**given)

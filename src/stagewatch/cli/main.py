@@ -1,0 +1,113 @@
+"""Entry point of the ``stagewatch`` command. Each command is thin: parse, call, render.
+
+Exit codes: 0 success, 1 the operation failed (server error, not found), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from stagewatch import __version__
+from stagewatch.cli import reads as read_commands
+from stagewatch.errors import StagewatchError
+from stagewatch.settings import load_settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="stagewatch")
+def cli() -> None:
+    """stagewatch: where every video is, why it failed, and what to do about it.
+
+    \b
+    Start here:
+      stagewatch serve                 run the server (SQLite file ./stagewatch.db by default)
+      stagewatch status VIDEO_ID       the whole story of one video
+      stagewatch items --status failed list videos by status, stage, account
+    The server URL comes from --url or STAGEWATCH_URL (default http://127.0.0.1:8000).
+    """
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to bind. [default: 127.0.0.1, or STAGEWATCH_HOST]")
+@click.option("--port", type=int, default=None, help="Port to bind. [default: 8000, or STAGEWATCH_PORT]")
+@click.option(
+    "--db",
+    "database_url",
+    default=None,
+    help="Database URL or SQLite file path. [env: STAGEWATCH_DATABASE_URL]",
+)
+@click.option("--config", "config_path", default=None, help="Pipelines file. [default: ./stagewatch.toml]")
+@click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    config_path: str | None,
+    log_level: str | None,
+) -> None:
+    """Run the server: ingest API, queries and (later) the dashboard. Migrates the database first."""
+    import uvicorn
+
+    from stagewatch.api.app import create_app
+    from stagewatch.config import load_pipelines
+
+    settings = load_settings(host=host, port=port, database_url=database_url, config=config_path)
+    registry = load_pipelines(settings.config)
+    level = log_level or settings.log_level
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    click.echo(
+        f"stagewatch {__version__} serving http://{settings.host}:{settings.port} "
+        f"(database {_safe_url(settings.database_url)}; pipelines {', '.join(registry.names())})"
+    )
+    uvicorn.run(
+        create_app(settings, registry),
+        host=settings.host,
+        port=settings.port,
+        log_level=level,
+        access_log=False,
+    )
+
+
+@cli.command()
+@click.option(
+    "--db",
+    "database_url",
+    default=None,
+    help="Database URL or SQLite file path. [env: STAGEWATCH_DATABASE_URL]",
+)
+def migrate(database_url: str | None) -> None:
+    """Create or upgrade the database schema. Safe to run again."""
+    from stagewatch.store.engine import open_database
+    from stagewatch.store.migrate import upgrade
+
+    settings = load_settings(database_url=database_url)
+    db = open_database(settings.database_url)
+    try:
+        upgrade(db)
+    finally:
+        db.dispose()
+    click.echo(f"database {_safe_url(settings.database_url)} is up to date")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    from stagewatch.store.engine import normalise_url
+
+    return make_url(normalise_url(url)).render_as_string(hide_password=True)
+
+
+read_commands.register(cli)
+
+
+def main() -> None:
+    """Run the CLI, turning stagewatch errors into a message and an exit code instead of a traceback."""
+    try:
+        cli.main(prog_name="stagewatch", standalone_mode=True)
+    except StagewatchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
