@@ -29,6 +29,15 @@ class BatchOutcome:
 
 
 @dataclass(slots=True)
+class CommitStats:
+    """How many transactions carried how many batches: the evidence that commits are shared."""
+
+    transactions: int = 0
+    batches: int = 0
+    events: int = 0
+
+
+@dataclass(slots=True)
 class _Pending:
     events: Sequence[Event]
     future: asyncio.Future[BatchOutcome]
@@ -67,6 +76,7 @@ class GroupCommitter:
         self._max_events = max_events
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.stats = CommitStats()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="stagewatch-group-commit")
@@ -110,6 +120,9 @@ class GroupCommitter:
             log.exception("ingest.commit_failed events=%d", len(group[0].events))
             _settle(group[0].future, error=exc)
             return
+        self.stats.transactions += 1
+        self.stats.batches += len(group)
+        self.stats.events += sum(len(p.events) for p in group)
         for pending, outcome in zip(group, outcomes, strict=True):
             _settle(pending.future, result=outcome)
 
