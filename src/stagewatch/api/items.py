@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from stagewatch.api.context import Ctx
-from stagewatch.domain.events import Event
+from stagewatch.domain.events import parse_time_text
 from stagewatch.domain.statuses import ItemStatus
 from stagewatch.errors import InvalidShape
 from stagewatch.service import query
@@ -66,11 +66,8 @@ def _parse_since(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        return parse_time_text(value)
     except ValueError:
-        pass
-    try:
-        moment = Event._parse_time(value)
-    except ValueError:
-        raise InvalidShape("updated_since must be epoch seconds or ISO 8601", field="updated_since") from None
-    return float(moment)
+        raise InvalidShape(
+            "updated_since must be epoch seconds or an ISO 8601 time", field="updated_since"
+        ) from None

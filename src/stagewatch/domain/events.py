@@ -7,6 +7,7 @@ Events arrive from workers in batches, late, twice and out of order. Each carrie
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -85,7 +86,7 @@ class Event(BaseModel):
     @classmethod
     def _parse_time(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return _parse_iso_time(value)
+            return parse_time_text(value)
         if isinstance(value, datetime):
             return _as_utc(value).timestamp()
         return value
@@ -95,6 +96,17 @@ class Event(BaseModel):
     def _check_time_range(cls, value: float | None) -> float | None:
         if value is not None and not _MIN_TIME <= value <= _MAX_TIME:
             raise ValueError("must be epoch seconds between 2000 and 2200 (is it in milliseconds?)")
+        return value
+
+    @field_validator("attrs", mode="before")
+    @classmethod
+    def _check_attrs(cls, value: Any) -> Any:
+        # Checked here so the error names the attribute, not a member of the JsonScalar union.
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if not isinstance(item, str | int | float | bool | None):
+                    kind = type(item).__name__
+                    raise ValueError(f"{name!r} must be a string, number, boolean or null, not {kind}")
         return value
 
     @field_validator("trace_id")
@@ -142,6 +154,17 @@ class MissingField(ValueError):
 
 def default_run_id(item_id: str, stage: str | None, attempt: int | None) -> str:
     return f"{item_id}/{stage}/{attempt or 1}"
+
+
+def parse_time_text(text: str) -> float:
+    """A time given as text: epoch seconds (``"1795870800.5"``) or ISO 8601 (``Z`` or an offset)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _parse_iso_time(text)
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite number of epoch seconds or an ISO 8601 time")
+    return seconds
 
 
 def _parse_iso_time(text: str) -> float:

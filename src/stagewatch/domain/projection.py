@@ -10,8 +10,8 @@ Rules (see also docs/events.md):
 - A run's status is that of its greatest *status key* ``(phase, priority, time, event id)``: queued <
   running < terminal; among terminal reports ``succeeded > failed > timed_out > cancelled`` (a worker's
   own report of the outcome beats a watchdog's or a racing cancel), then the later one.
-- The item's status and stage are derived from its runs, never written: the current run is the one
-  that began last (ties: later stage in the pipeline, higher attempt, run id).
+- The item's status and stage are derived from its runs, never written. The current run is in the
+  stage whose run began last, and is that stage's highest attempt.
 """
 
 from __future__ import annotations
@@ -171,6 +171,10 @@ def apply_run_event(run: RunState | None, event: Event) -> RunState:
         run.trace_id, run.span_id = event.trace_id, event.span_id
     for name, value in (event.resources or {}).items():
         run.resources[name] = _max(run.resources.get(name), value)
+    # From the final stage and error, so a stage settled by a later-arriving earlier report counts too.
+    run.error_fingerprint = (
+        fingerprint(run.stage, run.error["type"], run.error["message"]) if run.error else None
+    )
     return run
 
 
@@ -194,9 +198,6 @@ def _apply_status(run: RunState, event: Event, t: float, eid: str) -> None:
     if status.is_terminal:
         run.ended_at = t
         run.error = _error_of(event, status)
-        run.error_fingerprint = (
-            fingerprint(run.stage, run.error["type"], run.error["message"]) if run.error else None
-        )
 
 
 def _error_of(event: Event, status: RunStatus) -> dict[str, Any] | None:
@@ -243,12 +244,19 @@ def apply_item_event(item: ItemState | None, event: Event, pipeline: str) -> Ite
 
 
 def current_run(runs: Iterable[RunState], pipeline: Pipeline) -> RunState | None:
-    """The run that began last: where the item is now."""
-    return max(
-        runs,
-        key=lambda r: (r.began_at, pipeline.index_of(r.stage), r.attempt, r.run_id),
-        default=None,
+    """Where the item is now: the stage whose run began last, and within that stage the highest attempt.
+
+    Attempts are ordered by number, not by clock, so a retry reported by a worker whose clock runs
+    behind still supersedes the attempt it retries.
+    """
+    runs = list(runs)
+    latest = max(
+        runs, key=lambda r: (r.began_at, pipeline.index_of(r.stage), r.attempt, r.run_id), default=None
     )
+    if latest is None:
+        return None
+    same_stage = (r for r in runs if r.stage == latest.stage)
+    return max(same_stage, key=lambda r: (r.attempt, r.began_at, r.run_id))
 
 
 def derive_item(item: ItemState, runs: list[RunState], pipeline: Pipeline) -> ItemState:
@@ -262,8 +270,9 @@ def derive_item(item: ItemState, runs: list[RunState], pipeline: Pipeline) -> It
         item.status, item.status_since, item.attempts = ItemStatus.RECEIVED, item.created_at, 0
         item.stage = pipeline.stage_names[0] if pipeline.stages else None
         return item
-    item.attempts = max(r.attempt for r in runs if r.stage == run.stage)
     item.stage, item.status, item.status_since = _position(run, pipeline)
+    # Queued at the next stage after a success: no attempt has been made there yet.
+    item.attempts = run.attempt if item.stage == run.stage else 0
     return item
 
 

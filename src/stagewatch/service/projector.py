@@ -48,29 +48,53 @@ def store_events(
 def _project(
     conn: Connection, events: list[Event], registry: PipelineRegistry, pipeline_of: dict[str, str]
 ) -> None:
-    first_seen: dict[str, dict[str, Any]] = {}
+    """Fold new events into the locked items and their runs, then write rows and counter changes."""
+    placeholders: dict[str, dict[str, Any]] = {}
     for e in events:
-        first_seen.setdefault(e.item_id, placeholder_item_row(e.item_id, pipeline_of[e.id], e.at))
-    items = writes.lock_items(conn, first_seen.values())
-    runs = writes.load_runs(conn, first_seen, {e.run_id for e in events if e.run_id})
+        placeholders.setdefault(e.item_id, placeholder_item_row(e.item_id, pipeline_of[e.id], e.at))
+    run_ids = {e.run_id for e in events if e.run_id}
+    # A run id reused across items belongs to one item only; the item that owns (or loses) it must be
+    # locked and re-derived too, or it would keep counting a run that is no longer its own.
+    for owner in writes.run_owners(conn, run_ids) - placeholders.keys():
+        placeholders[owner] = placeholder_item_row(owner, registry.default, 0.0)
+    items = writes.lock_items(conn, placeholders.values())
+    runs = writes.load_runs(conn, placeholders, run_ids)
     before = {item_id: _count_keys(item) for item_id, item in items.items()}
-    touched_runs: dict[str, RunState] = {}
+    touched_runs = _fold(events, items, runs, pipeline_of)
+    deltas = _derive_items(items, runs, registry, before)
+    writes.upsert_runs(conn, touched_runs.values())
+    writes.upsert_items(conn, items.values())
+    writes.add_stage_counts(conn, deltas)
+
+
+def _fold(
+    events: list[Event], items: dict[str, ItemState], runs: dict[str, RunState], pipeline_of: dict[str, str]
+) -> dict[str, RunState]:
+    """Apply each event to its item and run (in place); return the runs that changed."""
+    touched: dict[str, RunState] = {}
     for e in events:
         items[e.item_id] = apply_item_event(items.get(e.item_id), e, pipeline_of[e.id])
         if e.run_id is not None:
-            touched_runs[e.run_id] = runs[e.run_id] = apply_run_event(runs.get(e.run_id), e)
+            touched[e.run_id] = runs[e.run_id] = apply_run_event(runs.get(e.run_id), e)
+    return touched
+
+
+def _derive_items(
+    items: dict[str, ItemState],
+    runs: dict[str, RunState],
+    registry: PipelineRegistry,
+    before: dict[str, list[CountKey]],
+) -> Counter[CountKey]:
+    """Re-derive each changed item's status from its runs; return the stage_counts changes."""
     by_item: defaultdict[str, list[RunState]] = defaultdict(list)
     for run in runs.values():
         by_item[run.item_id].append(run)
     deltas: Counter[CountKey] = Counter()
-    for item_id in first_seen:
-        item = items[item_id]
+    for item_id, item in items.items():
         derive_item(item, by_item[item_id], registry.require(item.pipeline))
         deltas.subtract(before.get(item_id, []))
         deltas.update(_count_keys(item))
-    writes.upsert_runs(conn, touched_runs.values())
-    writes.upsert_items(conn, (items[i] for i in first_seen))
-    writes.add_stage_counts(conn, deltas)
+    return deltas
 
 
 def _count_keys(item: ItemState) -> list[CountKey]:

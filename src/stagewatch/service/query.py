@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from typing import Any
 
@@ -58,7 +59,12 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         updated_at, item_id = json.loads(raw)
-        return float(updated_at), str(item_id)
+        # Only what encode_cursor makes: [finite number, id]; a 2-character string would unpack too.
+        if isinstance(updated_at, bool) or not isinstance(item_id, str):
+            raise TypeError(cursor)
+        if not math.isfinite(updated_at):
+            raise ValueError(cursor)
+        return float(updated_at), item_id
     except (ValueError, TypeError):
         raise InputError("cursor is not one this server issued", field="cursor") from None
 

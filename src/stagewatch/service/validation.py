@@ -55,7 +55,7 @@ def _validate_one(index: int, raw: Any, registry: PipelineRegistry, now: float) 
         cause = first.get("ctx", {}).get("error")
         where = getattr(cause, "field", None) or ".".join(str(part) for part in first["loc"])
         return Rejection(index, event_id, where, str(cause) if cause else first["msg"])
-    problem = _pipeline_problem(event, registry)
+    problem = _pipeline_problem(event, registry) or _storage_problem(raw, event)
     if problem is not None:
         return Rejection(index, event_id, *problem)
     return event if event.time is not None else event.model_copy(update={"time": now})
@@ -68,4 +68,41 @@ def _pipeline_problem(event: Event, registry: PipelineRegistry) -> tuple[str, st
     if event.stage is not None and not pipeline.has_stage(event.stage):
         stages = ", ".join(pipeline.stage_names)
         return "stage", f"stage {event.stage!r} is not in pipeline {pipeline.name!r} (stages: {stages})"
+    return None
+
+
+# The run id columns hold at most this many characters (``store.schema.Id``).
+_MAX_RUN_ID = 256
+
+
+def _storage_problem(raw: dict[str, Any], event: Event) -> tuple[str, str] | None:
+    """What a valid event may still hold that the database cannot store (PostgreSQL refuses both)."""
+    where = _nul_at(raw)
+    if where is not None:
+        return where, "must not contain the NUL character (\\u0000)"
+    if event.run_id is not None and len(event.run_id) > _MAX_RUN_ID:
+        return "run_id", (
+            f"the default run id ITEM/STAGE/ATTEMPT would be {len(event.run_id)} characters, over "
+            f"{_MAX_RUN_ID}; send an explicit run_id or a shorter item_id"
+        )
+    return None
+
+
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first key or string value that contains U+0000, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        pairs: list[tuple[Any, Any]] = list(value.items())
+    elif isinstance(value, list):
+        pairs = list(enumerate(value))
+    else:
+        return None
+    for key, item in pairs:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return where
+        found = _nul_at(item, where)
+        if found is not None:
+            return found
     return None

@@ -45,6 +45,12 @@ def lock_items(conn: Connection, placeholders: Iterable[dict[str, Any]]) -> dict
     return {item.item_id: item for item in found if item.event_count > 0}
 
 
+def run_owners(conn: Connection, run_ids: Iterable[str]) -> set[str]:
+    """The items that the stored runs among ``run_ids`` are filed under."""
+    query = select(schema.runs.c.item_id).where(schema.runs.c.run_id.in_(list(run_ids))).distinct()
+    return set(conn.execute(query).scalars())
+
+
 def load_runs(conn: Connection, item_ids: Iterable[str], run_ids: Iterable[str]) -> dict[str, RunState]:
     """Every run of these items, and any of these runs even if filed under another item."""
     c = schema.runs.c
