@@ -114,9 +114,10 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(database_url: str, log_path: Path, *extra: str) -> LiveServer:
-    """``stagewatch serve`` in a real process on a free loopback port; waits until /healthz answers."""
-    port = free_port()
+def start_server(database_url: str, log_path: Path, *extra: str, port: int | None = None) -> LiveServer:
+    """``stagewatch serve`` in a real process on a free loopback port (or ``port``, to restart a server
+    where its clients expect it); waits until /healthz answers."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "stagewatch", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--db", database_url, *extra]
     with log_path.open("ab") as log:

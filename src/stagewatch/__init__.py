@@ -2,8 +2,38 @@
 
 ``pip install stagewatch`` gives the worker SDK; ``pip install 'stagewatch[server]'`` adds the server,
 the dashboard and the ``stagewatch`` command line.
+
+    import stagewatch
+
+    client = stagewatch.Client()  # STAGEWATCH_URL, STAGEWATCH_TOKEN
+    with client.stage("download", video_id) as run:
+        run.progress(0.5)
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# The SDK only: the server's modules (and their dependencies) are never imported from here.
+from stagewatch.sdk import (
+    Aborted,
+    AsyncClient,
+    Cancelled,
+    Client,
+    DeadLettered,
+    Run,
+    Skip,
+    Wait,
+    current_run,
+)
+
+__all__ = [
+    "Aborted",
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "DeadLettered",
+    "Run",
+    "Skip",
+    "Wait",
+    "__version__",
+    "current_run",
+]

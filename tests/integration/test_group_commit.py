@@ -7,7 +7,7 @@ import asyncio
 from stagewatch.domain.events import Event
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.service import query
-from stagewatch.service.ingest import GroupCommitter
+from stagewatch.service.ingest import BatchOutcome, GroupCommitter, ingest_now
 from stagewatch.store.engine import Database
 
 
@@ -55,3 +55,26 @@ def test_a_group_larger_than_the_cap_is_split(db: Database, registry: PipelineRe
     outcomes = asyncio.run(_submit_all(committer, [_batch(n, 60) for n in range(10)]))
     assert outcomes == [(60, 0)] * 10
     assert committer.stats.transactions >= 5, "no transaction may carry more than ~100 events"
+
+
+def test_an_item_event_naming_its_run_is_stored_without_touching_runs(
+    db: Database, registry: PipelineRegistry
+) -> None:
+    started = Event.model_validate(
+        {
+            "id": "r1",
+            "type": "run.started",
+            "item_id": "v9",
+            "stage": "download",
+            "run_id": "run-9",
+            "time": 1_795_000_000,
+        }
+    )
+    note = Event.model_validate(
+        {"id": "n1", "type": "item.annotated", "item_id": "v9", "stage": "download", "run_id": "run-9",
+         "note": "cost instagram_api_call=1", "time": 1_795_000_001}
+    )  # fmt: skip
+    assert ingest_now(db, registry, [started, note]) == BatchOutcome(2, 0)
+    item = query.get_item(db, "v9", with_history=True)
+    assert [r["status"] for r in item["runs"]] == ["running"]
+    assert item["history"][-1]["run_id"] == "run-9"

@@ -52,7 +52,7 @@ def _project(
     placeholders: dict[str, dict[str, Any]] = {}
     for e in events:
         placeholders.setdefault(e.item_id, placeholder_item_row(e.item_id, pipeline_of[e.id], e.at))
-    run_ids = {e.run_id for e in events if e.run_id}
+    run_ids = {e.run_id for e in events if e.type.is_run_event and e.run_id}
     # A run id reused across items belongs to one item only; the item that owns (or loses) it must be
     # locked and re-derived too, or it would keep counting a run that is no longer its own.
     for owner in writes.run_owners(conn, run_ids) - placeholders.keys():
@@ -74,7 +74,8 @@ def _fold(
     touched: dict[str, RunState] = {}
     for e in events:
         items[e.item_id] = apply_item_event(items.get(e.item_id), e, pipeline_of[e.id])
-        if e.run_id is not None:
+        # Item events may name the run they concern (a note, a cost); only run events change runs.
+        if e.type.is_run_event and e.run_id is not None:
             touched[e.run_id] = runs[e.run_id] = apply_run_event(runs.get(e.run_id), e)
     return touched
 
