@@ -13,7 +13,7 @@ import pytest
 
 import stagewatch
 from stagewatch import AsyncClient, Client, current_run
-from stagewatch.sdk.ids import parse_traceparent
+from stagewatch.sdk.tracing import parse_traceparent
 from tests.conftest import LiveServer
 from tests.sdk.conftest import get_item, new_id
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from stagewatch.sdk import ids
+from stagewatch.sdk import ids, tracing
+from stagewatch.sdk.context import RunContext
 from stagewatch.sdk.decorators import ItemSelector, task_decorator
 from stagewatch.sdk.diagnostics import log, throttled
 from stagewatch.sdk.exporter import BatchExporter
@@ -144,6 +145,20 @@ class BaseClient:
         except Exception:
             log.exception("sdk.client.enqueued_failed item_id=%s", item_id)
         return run
+
+    def inject(
+        self,
+        attributes: MutableMapping[str, str] | None = None,
+        run: tracing.HasRunContext | RunContext | None = None,
+    ) -> MutableMapping[str, str]:
+        """Write the current run's trace context into Pub/Sub message attributes (both
+        ``googclient_traceparent``, as the official client does, and ``traceparent``)."""
+        return tracing.inject(attributes, run)
+
+    @staticmethod
+    def extract(attributes: Mapping[str, str] | None) -> str | None:
+        """The ``traceparent`` carried by message attributes, for ``stage(..., traceparent=...)``."""
+        return tracing.extract(attributes)
 
     def emit_log(self, record: Mapping[str, Any]) -> None:
         """Queue one log record for the server's log search (``POST /v1/logs``): ``level``, ``message``

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
 
 
 class _EventIds:
@@ -58,38 +57,3 @@ def trace_id() -> str:
 def span_id() -> str:
     """A new W3C span id: 16 lowercase hex characters, never all zero."""
     return _nonzero_hex(8)
-
-
-@dataclass(frozen=True, slots=True)
-class TraceParent:
-    """The parts of a W3C ``traceparent`` header this SDK uses."""
-
-    trace_id: str
-    span_id: str
-    sampled: bool = True
-
-
-_HEX = frozenset("0123456789abcdef")
-
-
-def _is_id(value: str, length: int) -> bool:
-    return len(value) == length and set(value) <= _HEX and value.strip("0") != ""
-
-
-def parse_traceparent(header: str | None) -> TraceParent | None:
-    """``00-<trace>-<span>-<flags>`` as a ``TraceParent``; None when absent or malformed."""
-    if not header:
-        return None
-    parts = header.strip().lower().split("-")
-    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
-        return None
-    version, trace, span, flags = parts[:4]
-    if (version == "00" and len(parts) != 4) or not (_is_id(trace, 32) and _is_id(span, 16)):
-        return None
-    sampled = len(flags) == 2 and set(flags) <= _HEX and bool(int(flags, 16) & 1)
-    return TraceParent(trace, span, sampled)
-
-
-def format_traceparent(trace: str, span: str, sampled: bool = True) -> str:
-    """The W3C ``traceparent`` header naming ``span`` of ``trace`` as the parent."""
-    return f"00-{trace}-{span}-{'01' if sampled else '00'}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from stagewatch.sdk import ids
+from stagewatch.sdk import ids, otel, tracing
 from stagewatch.sdk.context import RunContext, bound, current_context
 from stagewatch.sdk.diagnostics import log, warn_throttled
 from stagewatch.sdk.errors import RunInterrupted
@@ -114,6 +114,12 @@ class RunLifecycle:
                 "sdk.run.start_failed stage=%s item_id=%s: the run is not reported", spec.name, spec.item_id
             )
             return _detached(spec)
+        # Outside the sink check: a disabled client still gives OpenTelemetry its spans.
+        run.otel_span = otel.start_run_span(
+            run.context,
+            attributes={"stagewatch.account": spec.account, "stagewatch.scenario": spec.scenario},
+            parent=spec.traceparent,
+        )
         if self.sink is not None and self.heartbeat is not None:
             self.open_runs.add(run)
             self.heartbeat.ensure_started()
@@ -122,6 +128,7 @@ class RunLifecycle:
         return run
 
     def finish(self, run: Run, exc: BaseException | None) -> None:
+        otel.end_run_span(run.otel_span, exc)
         if self.sink is None:
             return
         self.open_runs.discard(run)
@@ -157,7 +164,7 @@ class RunLifecycle:
     def _trace_of(self, spec: StageSpec, item_id: str) -> str:
         """Continue ``traceparent`` if given, else the enclosing run's trace, else the item's trace seen
         in this process, else start a new trace."""
-        parent = ids.parse_traceparent(spec.traceparent)
+        parent = tracing.parse_traceparent(spec.traceparent)
         if spec.traceparent and parent is None:
             warn_throttled("run.traceparent", "sdk.run.bad_traceparent value=%r: ignored", spec.traceparent)
         if parent is not None:

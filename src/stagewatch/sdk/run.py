@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from stagewatch.sdk.context import RunContext
 from stagewatch.sdk.diagnostics import log, throttled
+from stagewatch.sdk.otel import RunSpan
 from stagewatch.sdk.payloads import (
     MAX_NOTE,
     Record,
@@ -47,6 +48,7 @@ class Run:
         self.retryable: bool | None = None
         """Set it to decide how a failure of this run is classed; None leaves it to the exception."""
         self.last_progress: float | None = None
+        self.otel_span: RunSpan | None = None  # the OpenTelemetry span mirroring this run, when OTel is on
         self._sink = sink
         self._base = base  # the fields every event of this run carries: item, stage, run and trace ids
         self._item_base = item_event_base(base)
