@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     # Group commit: how many events one shared transaction may hold.
     commit_max_events: int = Field(default=5000, ge=1)
     log_level: str = "info"
+    # Log lines per POST /v1/logs.
+    max_batch_logs: int = Field(default=1000, ge=1)
+    # Retention, in seconds; 0 or None keeps forever. Events are deleted only for items in a final status
+    # (published, failed, dead_lettered, cancelled) not updated for that long: see service/retention.py.
+    log_retention: float | None = Field(default=14 * 86400.0, ge=0, description="keep log lines this long")
+    event_retention: float | None = Field(
+        default=None, ge=0, description="keep finished items' events this long (default: forever)"
+    )
+    retention_interval: float = Field(default=3600.0, gt=0, description="seconds between retention runs")
 
 
 def load_settings(**overrides: Any) -> Settings:

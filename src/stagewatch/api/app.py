@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from stagewatch import __version__
-from stagewatch.api import events, health, items
+from stagewatch.api import events, health, items, logs
 from stagewatch.api.context import AppContext
 from stagewatch.api.errors import install_error_handlers
 from stagewatch.config import load_pipelines
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.service.ingest import GroupCommitter
+from stagewatch.service.logs import log_committer
+from stagewatch.service.retention import RetentionTask
 from stagewatch.settings import Settings
 from stagewatch.store.engine import open_database
 from stagewatch.store.migrate import upgrade
@@ -27,19 +29,29 @@ def create_app(settings: Settings | None = None, registry: PipelineRegistry | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = open_database(settings.database_url)
         upgrade(db)
-        committer = GroupCommitter(
-            db, registry or load_pipelines(settings.config), settings.commit_max_events
+        pipelines = registry or load_pipelines(settings.config)
+        ctx = AppContext(
+            settings=settings,
+            db=db,
+            registry=pipelines,
+            committer=GroupCommitter(db, pipelines, settings.commit_max_events),
+            log_committer=log_committer(db, settings.commit_max_events),
         )
-        committer.start()
-        app.state.ctx = AppContext(settings, db, committer._registry, committer)
+        ctx.committer.start()
+        ctx.log_committer.start()
+        app.state.ctx = ctx
+        retention = RetentionTask(db, settings)
+        retention.start()
         try:
             yield
         finally:
-            await committer.stop()
+            await retention.stop()
+            await ctx.log_committer.stop()
+            await ctx.committer.stop()
             db.dispose()
 
     app = FastAPI(title="stagewatch", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    for router in (events.router, items.router, health.router):
+    for router in (events.router, items.router, logs.router, health.router):
         app.include_router(router)
     return app

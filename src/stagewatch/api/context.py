@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from stagewatch.domain.pipeline import PipelineRegistry
-from stagewatch.service.ingest import GroupCommitter
+from stagewatch.service.ingest import BatchCommitter, GroupCommitter
+from stagewatch.service.logs import LogRecord
 from stagewatch.settings import Settings
 from stagewatch.store.engine import Database
 
@@ -19,6 +20,7 @@ class AppContext:
     db: Database
     registry: PipelineRegistry
     committer: GroupCommitter
+    log_committer: BatchCommitter[LogRecord]
 
 
 def context(request: Request) -> AppContext:

@@ -11,6 +11,7 @@ import sys
 import click
 
 from stagewatch import __version__
+from stagewatch.cli import logs as log_commands
 from stagewatch.cli import reads as read_commands
 from stagewatch.errors import StagewatchError
 from stagewatch.settings import load_settings
@@ -102,6 +103,7 @@ def _safe_url(url: str) -> str:
 
 
 read_commands.register(cli)
+log_commands.register(cli)
 
 
 def main() -> None:

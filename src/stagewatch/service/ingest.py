@@ -1,18 +1,23 @@
 """Ingest with group commit: concurrent requests share one transaction.
 
-Each request hands its validated events to the ``GroupCommitter`` and awaits the outcome. One writer
-task takes everything queued so far (up to ``max_events``), applies it in one transaction on a worker
+Each request hands its validated records to a ``BatchCommitter`` and awaits the outcome. One writer
+task takes everything queued so far (up to ``max_records``), applies it in one transaction on a worker
 thread, and answers every waiting request. While a transaction runs, new requests queue up for the
 next one, so throughput grows with load instead of collapsing into one commit per request.
+
+``GroupCommitter`` is the committer for events (store plus projection); log lines use the same machinery
+with their own store function (``stagewatch.service.logs``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from stagewatch.domain.events import Event
 from stagewatch.domain.pipeline import PipelineRegistry
@@ -20,6 +25,16 @@ from stagewatch.service.projector import store_events
 from stagewatch.store.engine import Database
 
 log = logging.getLogger("stagewatch.ingest")
+
+
+class Identified(Protocol):
+    """A record with a client-made id; ingest is idempotent on it."""
+
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=Identified)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +45,8 @@ class BatchOutcome:
 
 @dataclass(slots=True)
 class CommitStats:
-    """How many transactions carried how many batches: the evidence that commits are shared."""
+    """How many transactions carried how many batches: the evidence that commits are shared.
+    ``events`` counts the records committed (events or log lines)."""
 
     transactions: int = 0
     batches: int = 0
@@ -38,9 +54,28 @@ class CommitStats:
 
 
 @dataclass(slots=True)
-class _Pending:
-    events: Sequence[Event]
+class _Pending(Generic[R]):
+    records: Sequence[R]
     future: asyncio.Future[BatchOutcome]
+
+
+def share_transaction(
+    batches: Sequence[Sequence[R]], store: Callable[[list[R]], set[str]]
+) -> list[BatchOutcome]:
+    """Store several batches at once with ``store`` (which returns the ids that were new) and tell each
+    batch what became of it. An id repeated across batches counts for the first batch only."""
+    owner: dict[str, int] = {}
+    unique: list[R] = []
+    for number, batch in enumerate(batches):
+        for record in batch:
+            if record.id not in owner:
+                owner[record.id] = number
+                unique.append(record)
+    new_ids = store(unique)
+    accepted = [0] * len(batches)
+    for record_id in new_ids:
+        accepted[owner[record_id]] += 1
+    return [BatchOutcome(n, len(batch) - n) for n, batch in zip(accepted, batches, strict=True)]
 
 
 def ingest_now(db: Database, registry: PipelineRegistry, events: Sequence[Event]) -> BatchOutcome:
@@ -51,47 +86,54 @@ def ingest_now(db: Database, registry: PipelineRegistry, events: Sequence[Event]
 def _commit(
     db: Database, registry: PipelineRegistry, batches: Sequence[Sequence[Event]]
 ) -> list[BatchOutcome]:
-    """One transaction for several batches. An id repeated across batches counts for the first only."""
-    owner: dict[str, int] = {}
-    unique: list[Event] = []
-    for number, batch in enumerate(batches):
-        for event in batch:
-            if event.id not in owner:
-                owner[event.id] = number
-                unique.append(event)
-    with db.writer.begin() as conn:
-        new_ids = store_events(conn, unique, registry, time.time())
-    accepted = [0] * len(batches)
-    for event_id in new_ids:
-        accepted[owner[event_id]] += 1
-    return [BatchOutcome(n, len(batch) - n) for n, batch in zip(accepted, batches, strict=True)]
+    """One transaction for several batches of events."""
+
+    def store(unique: list[Event]) -> set[str]:
+        with db.writer.begin() as conn:
+            return store_events(conn, unique, registry, time.time())
+
+    return share_transaction(batches, store)
 
 
-class GroupCommitter:
-    """Shares transactions between concurrent ingest requests (see the module docstring)."""
+class BatchCommitter(Generic[R]):
+    """Shares transactions between concurrent ingest requests (see the module docstring).
 
-    def __init__(self, db: Database, registry: PipelineRegistry, max_events: int = 5000) -> None:
-        self._db = db
-        self._registry = registry
-        self._max_events = max_events
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+    ``commit`` stores several batches in one transaction and returns one outcome per batch; it runs on a
+    worker thread. ``kind`` and ``unit`` name the records in log lines, ``name`` the asyncio task.
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[Sequence[Sequence[R]]], list[BatchOutcome]],
+        max_records: int,
+        *,
+        kind: str = "ingest",
+        unit: str = "events",
+        name: str = "stagewatch-group-commit",
+    ) -> None:
+        self._commit = commit
+        self._max_records = max_records
+        self._kind = kind
+        self._unit = unit
+        self._name = name
+        self._queue: asyncio.Queue[_Pending[R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.stats = CommitStats()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="stagewatch-group-commit")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def submit(self, events: Sequence[Event]) -> BatchOutcome:
+    async def submit(self, records: Sequence[R]) -> BatchOutcome:
         """Queue a batch and wait until it is committed."""
         if self._task is None or self._task.done():
             raise RuntimeError("the group committer is not running")
         future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(events, future))
+        await self._queue.put(_Pending(records, future))
         return await future
 
     async def _run(self) -> None:
@@ -99,32 +141,41 @@ class GroupCommitter:
             group = await self._next_group()
             await self._commit_group(group)
 
-    async def _next_group(self) -> list[_Pending]:
+    async def _next_group(self) -> list[_Pending[R]]:
         group = [await self._queue.get()]
-        size = len(group[0].events)
-        while not self._queue.empty() and size < self._max_events:
+        size = len(group[0].records)
+        while not self._queue.empty() and size < self._max_records:
             pending = self._queue.get_nowait()
             group.append(pending)
-            size += len(pending.events)
+            size += len(pending.records)
         return group
 
-    async def _commit_group(self, group: list[_Pending]) -> None:
+    async def _commit_group(self, group: list[_Pending[R]]) -> None:
         try:
-            outcomes = await asyncio.to_thread(_commit, self._db, self._registry, [p.events for p in group])
+            outcomes = await asyncio.to_thread(self._commit, [p.records for p in group])
         except Exception as exc:
             if len(group) > 1:
                 # One batch may be what broke the transaction: retry each alone so the rest still land.
                 for pending in group:
                     await self._commit_group([pending])
                 return
-            log.exception("ingest.commit_failed events=%d", len(group[0].events))
+            log.exception("%s.commit_failed %s=%d", self._kind, self._unit, len(group[0].records))
             _settle(group[0].future, error=exc)
             return
         self.stats.transactions += 1
         self.stats.batches += len(group)
-        self.stats.events += sum(len(p.events) for p in group)
+        self.stats.events += sum(len(p.records) for p in group)
         for pending, outcome in zip(group, outcomes, strict=True):
             _settle(pending.future, result=outcome)
+
+
+class GroupCommitter(BatchCommitter[Event]):
+    """The committer for events: each shared transaction stores the events and updates the projection."""
+
+    def __init__(self, db: Database, registry: PipelineRegistry, max_events: int = 5000) -> None:
+        self._db = db
+        self._registry = registry
+        super().__init__(functools.partial(_commit, db, registry), max_events)
 
 
 def _settle(

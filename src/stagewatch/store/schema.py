@@ -111,3 +111,32 @@ stage_counts = Table(
     Column("status", String(32), primary_key=True),
     Column("count", BigInteger, nullable=False),
 )
+
+# Log lines shipped by workers, tagged with the video's ids. Searched through a full-text index that the
+# migration adds per backend (see store/logs.py): an FTS5 table kept in sync by triggers on SQLite, a
+# generated ``search`` tsvector column with a GIN index on PostgreSQL. ``level`` is the stdlib number
+# (10 debug … 50 critical) so "warning and above" is a range.
+logs = Table(
+    "logs",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", String(128), nullable=False, unique=True),
+    Column("time", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("logger", String(256)),
+    Column("item_id", Id),
+    Column("run_id", Id),
+    Column("stage", String(256)),
+    Column("pipeline", String(256)),
+    Column("trace_id", String(32)),
+    Column("span_id", String(16)),
+    Column("worker", String(256)),
+    Column("revision", String(256)),
+    Column("attrs", Json),
+    Column("exception", Text),
+    Index("ix_logs_time", "time", "seq"),
+    Index("ix_logs_item_time", "item_id", "time", "seq"),
+    Index("ix_logs_run_time", "run_id", "time", "seq"),
+)
