@@ -76,8 +76,18 @@ def _conditions(where: ItemFilter) -> list[ColumnElement[bool]]:
     if where.updated_since is not None:
         conditions.append(c.updated_at >= where.updated_since)
     if where.id_prefix:
-        conditions.append(c.item_id.startswith(where.id_prefix, autoescape=True))
+        conditions.extend(_prefix_range(c.item_id, where.id_prefix))
     return conditions
+
+
+def _prefix_range(column: Any, prefix: str) -> list[ColumnElement[bool]]:
+    """``column`` starts with ``prefix``, as a range both databases answer from the primary key (ids
+    compare by code point: SQLite's binary collation, PostgreSQL's "C"). LIKE could not use it."""
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        return [column.startswith(prefix, autoescape=True)]
+    following = last + 1 if not 0xD800 <= last + 1 <= 0xDFFF else 0xE000
+    return [column >= prefix, column < prefix[:-1] + chr(following)]
 
 
 def stage_counts(conn: Connection) -> list[tuple[str, str, str, int]]:
