@@ -11,6 +11,7 @@ import sys
 import click
 
 from stagewatch import __version__
+from stagewatch.cli import demo as demo_commands
 from stagewatch.cli import logs as log_commands
 from stagewatch.cli import reads as read_commands
 from stagewatch.errors import StagewatchError
@@ -103,6 +104,7 @@ def _safe_url(url: str) -> str:
 
 
 read_commands.register(cli)
+demo_commands.register(cli)
 log_commands.register(cli)
 
 
