@@ -137,6 +137,25 @@ def test_status_tells_the_story_sent_with_send_events(live_server: LiveServer, t
     assert 'File "dl.py"' not in out, "the stack is shown only with --stack"
 
 
+def test_status_shows_the_videos_log_lines_oldest_first(live_server: LiveServer, tmp_path: Path) -> None:
+    assert story_of(live_server, tmp_path).returncode == 0
+    lines = [
+        {"id": "log-1", "time": 1_767_225_600, "level": "info", "message": "fetching source", "item_id": VID,
+         "stage": "download"},
+        {"id": "log-2", "time": 1_767_225_605, "level": "error", "message": "403 <b>Forbidden</b>",
+         "item_id": VID, "stage": "download", "exception": "Traceback: dl.py line 3"},
+        {"id": "log-3", "time": 1_767_225_606, "level": "info", "message": "another video",
+         "item_id": "other"},
+    ]  # fmt: skip
+    assert httpx.post(f"{live_server.url}/v1/logs", json=lines).json()["accepted"] == 3
+
+    out = stagewatch("status", VID, "--url", live_server.url).stdout
+    logs = out[out.index("Logs (the newest 2") :]
+    assert logs.index("fetching source") < logs.index("ERROR") < logs.index("403 <b>Forbidden</b>")
+    assert "Traceback: dl.py line 3" in logs and "another video" not in out
+    assert "Logs" not in stagewatch("status", VID, "--logs", "0", "--url", live_server.url).stdout
+
+
 def test_status_shows_stacks_json_and_the_move_to_publish(live_server: LiveServer, tmp_path: Path) -> None:
     assert story_of(live_server, tmp_path).returncode == 0
 

@@ -69,6 +69,11 @@ class StagewatchClient:
         """Per pipeline and stage: how many items are in each status, and the oldest queued age."""
         return self._json(self._send("GET", "/v1/summary"))
 
+    def logs(self, params: Params) -> Json:
+        """One page of log lines, newest first: ``{"logs": [...], "next_cursor": str | None}``."""
+        wanted = {name: value for name, value in params.items() if value not in (None, "")}
+        return self._json(self._send("GET", "/v1/logs", params=wanted))
+
     def post_events(self, body: bytes) -> Json:
         """Send one batch (a JSON array, already encoded). Answers accepted, duplicate, rejected, errors."""
         headers = {"Content-Type": "application/json"}

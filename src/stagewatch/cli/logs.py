@@ -19,26 +19,18 @@ from datetime import datetime
 from typing import Any, ParamSpec
 
 import click
-import httpx
-from pydantic import ValidationError
 from rich.console import Console
-from rich.text import Text
 
+from stagewatch.cli.client import ClientError, StagewatchClient
+from stagewatch.cli.reads import connect
+from stagewatch.cli.render import render_line
 from stagewatch.config import parse_duration
 from stagewatch.errors import ConfigError
-from stagewatch.settings import load_settings
 
 P = ParamSpec("P")
 Json = dict[str, Any]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
-LEVEL_STYLE = {
-    "debug": "dim",
-    "info": "cyan",
-    "warning": "yellow",
-    "error": "bold red",
-    "critical": "bold white on red",
-}
 MAX_PAGE = 1000
 POLL_SECONDS = 1.0
 # While following, lines whose own time is up to this much older than the newest one shown still
@@ -53,14 +45,6 @@ def register(group: click.Group) -> None:
     group.add_command(logs)
 
 
-class LogsError(Exception):
-    """A request failed; the message is one line a person can act on."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 # --- the command ------------------------------------------------------------------------------------
 
 
@@ -69,7 +53,7 @@ def _reports_errors(command: Callable[P, None]) -> Callable[P, None]:
     def run(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             command(*args, **kwargs)
-        except LogsError as exc:
+        except ClientError as exc:
             click.echo(f"error: {exc}", err=True)
             raise click.exceptions.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
@@ -127,8 +111,8 @@ def logs(
     """
     params = {"q": query, "item_id": item_id, "run_id": run_id, "stage": stage, "level": level}
     params.update(since=_when(since, "--since"), until=_when(until, "--until"))
-    with LogsClient(url, token) as client:
-        page = client.page({**params, "limit": limit})
+    with connect(url, token) as client:
+        page = client.logs({**params, "limit": limit})
         printer = LinePrinter(as_json=as_json, follow=follow)
         printer.first_page(page)
         if follow:
@@ -147,7 +131,7 @@ def _when(value: str | None, option: str) -> str | None:
             pass
     elif _is_time(text):
         return text
-    raise LogsError(f"{option} {value!r}: {_SINCE_HELP}", exit_code=2)
+    raise ClientError(f"{option} {value!r}: {_SINCE_HELP}", exit_code=2)
 
 
 def _is_time(text: str) -> bool:
@@ -167,61 +151,13 @@ def _is_time(text: str) -> bool:
 # --- talking to the server --------------------------------------------------------------------------
 
 
-class LogsClient:
-    """``GET /v1/logs`` on the server named by ``--url``/``STAGEWATCH_URL``."""
-
-    def __init__(self, url: str | None, token: str | None, *, timeout: float = 30.0) -> None:
-        try:
-            settings = load_settings(url=url, token=token)
-        except ValidationError as exc:
-            raise LogsError(f"invalid setting: {exc.errors()[0]['msg']}", exit_code=2) from None
-        if not settings.url.startswith(("http://", "https://")):
-            raise LogsError(f"the server URL must start with http:// or https://, not {settings.url!r}", 2)
-        self.base_url = settings.url.rstrip("/")
-        headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
-
-    def __enter__(self) -> LogsClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._http.close()
-
-    def page(self, params: dict[str, Any]) -> Json:
-        """One page: ``{"logs": [...newest first], "next_cursor": str | None}``."""
-        wanted = {name: value for name, value in params.items() if value not in (None, "")}
-        try:
-            response = self._http.get("/v1/logs", params=wanted)
-        except httpx.TimeoutException:
-            raise LogsError(f"the stagewatch server at {self.base_url} did not answer in time") from None
-        except httpx.HTTPError as exc:
-            reason = str(exc).strip() or type(exc).__name__
-            raise LogsError(
-                f"cannot reach the stagewatch server at {self.base_url} ({reason}); is `stagewatch serve` "
-                "running there? Set --url or STAGEWATCH_URL"
-            ) from None
-        return self._document(response)
-
-    def _document(self, response: httpx.Response) -> Json:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.is_success and isinstance(body, dict) and isinstance(body.get("logs"), list):
-            return body
-        detail = body.get("error") if isinstance(body, dict) else None
-        status = response.status_code
-        message = f"{self.base_url} answered {status}: {detail or response.reason_phrase or 'no detail'}"
-        raise LogsError(message, exit_code=2 if status in (400, 422) else 1)
-
-
 # --- following --------------------------------------------------------------------------------------
 
 
 class Follower:
     """Polls for lines newer than those shown, printing each once, in time order."""
 
-    def __init__(self, client: LogsClient, params: dict[str, Any], first: Json) -> None:
+    def __init__(self, client: StagewatchClient, params: dict[str, Any], first: Json) -> None:
         self._client = client
         self._params = {**params, "until": None}
         shown = first["logs"]
@@ -250,7 +186,7 @@ class Follower:
     def _since(self, since: float) -> Iterator[Json]:
         cursor = None
         while True:
-            page = self._client.page(
+            page = self._client.logs(
                 {**self._params, "since": f"{since:.3f}", "cursor": cursor, "limit": MAX_PAGE}
             )
             yield from page["logs"]
@@ -289,17 +225,3 @@ class LinePrinter:
             else:
                 self._console.print(render_line(line))
         sys.stdout.flush()
-
-
-def render_line(line: Json) -> Text:
-    """``time LEVEL [item stage] message``, then the exception indented. Worker text is never markup."""
-    level = str(line.get("level") or "info")
-    text = Text(f"{line['time']} ")
-    text.append(f"{level.upper():<8}", style=LEVEL_STYLE.get(level, ""))
-    where = " ".join(str(line[key]) for key in ("item_id", "stage") if line.get(key))
-    if where:
-        text.append(f" [{where}]", style="bold")
-    text.append(f" {line.get('message') or ''}")
-    for stack_line in str(line.get("exception") or "").rstrip("\n").splitlines():
-        text.append(f"\n    {stack_line}", style="dim")
-    return text

@@ -89,16 +89,25 @@ def print_json(document: Any) -> None:
 @click.command("status", short_help="The whole story of one video: stage, attempts, errors, history.")
 @click.argument("item_id")
 @click.option("--stack", is_flag=True, help="Also print the stack trace of every failed run.")
+@click.option(
+    "--logs",
+    type=click.IntRange(0, 1000),
+    default=30,
+    show_default=True,
+    metavar="N",
+    help="How many of the video's newest log lines to show (0: none).",
+)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @server_options
 @reports_errors
-def status(item_id: str, stack: bool, as_json: bool, url: str | None, token: str | None) -> None:
+def status(item_id: str, stack: bool, logs: int, as_json: bool, url: str | None, token: str | None) -> None:
     """The whole story of one video: where it is, since when, every attempt and every error.
 
     \b
     Shows the video's status and stage, how long it has been there, its account, scenario and trace
     id, the last error; then the time spent in each stage, every run (one attempt of one stage) with
-    its worker and error, and the ordered history of events. Exits 1 if the server has no such item.
+    its worker and error, the ordered history of events, and the video's newest log lines. Exits 1 if
+    the server has no such item.
 
     \b
     Examples:
@@ -108,10 +117,24 @@ def status(item_id: str, stack: bool, as_json: bool, url: str | None, token: str
     """
     with connect(url, token) as client:
         item = client.get_item(item_id, history=True)
-    if as_json:
-        print_json(item)
-        return
-    render.show(render.item_story(item, datetime.now(UTC), stacks=stack))
+        if as_json:
+            print_json(item)
+            return
+        lines = recent_logs(client, item_id, logs)
+    render.show(render.item_story(item, datetime.now(UTC), stacks=stack, log_lines=lines))
+
+
+def recent_logs(client: StagewatchClient, item_id: str, limit: int) -> list[Json] | None:
+    """The video's newest log lines, oldest first; None when the server keeps no logs (an older one)."""
+    if limit == 0:
+        return None
+    try:
+        page = client.logs({"item_id": item_id, "limit": limit})
+    except ClientError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return list(reversed(page.get("logs") or []))
 
 
 # --- items -----------------------------------------------------------------------------------------

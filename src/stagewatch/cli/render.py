@@ -301,8 +301,10 @@ def _sizing(column: Column, needed: int, spare: int) -> dict[str, Any]:
 # --- one item: the status command ------------------------------------------------------------------
 
 
-def item_story(item: Json, now: datetime, *, stacks: bool = False) -> Group:
-    """Everything ``stagewatch status`` prints: header, time per stage, runs, stacks, history."""
+def item_story(
+    item: Json, now: datetime, *, stacks: bool = False, log_lines: Sequence[Json] | None = None
+) -> Group:
+    """Everything ``stagewatch status`` prints: header, time per stage, runs, stacks, history, logs."""
     runs: list[Json] = item.get("runs") or []
     parts: list[RenderableType] = [item_header(item, now)]
     if runs:
@@ -311,6 +313,8 @@ def item_story(item: Json, now: datetime, *, stacks: bool = False) -> Group:
         parts += list(stack_blocks(runs))
     if item.get("history") is not None:
         parts.append(history_table(item["history"]))
+    if log_lines is not None:
+        parts.append(logs_block(log_lines))
     return Group(*(piece for part in parts for piece in (part, Text())))
 
 
@@ -537,3 +541,36 @@ def _summary_cells(stage: Json) -> list[Text]:
     cells += [_count(int(stage.get(key) or 0), alarm=key in _ALARM_COLUMNS) for key, _, _ in SUMMARY_COLUMNS]
     cells.append(Text(duration(stage.get("oldest_queued_age_seconds"))))
     return cells
+
+
+# --- log lines ---------------------------------------------------------------------------------------
+
+LEVEL_STYLE = {
+    "debug": "dim",
+    "info": "cyan",
+    "warning": "yellow",
+    "error": "bold red",
+    "critical": "bold white on red",
+}
+
+
+def render_line(line: Json) -> Text:
+    """``time LEVEL [item stage] message``, then the exception indented. Worker text is never markup."""
+    level = str(line.get("level") or "info")
+    text = Text(f"{line['time']} ")
+    text.append(f"{level.upper():<8}", style=LEVEL_STYLE.get(level, ""))
+    where = " ".join(str(line[key]) for key in ("item_id", "stage") if line.get(key))
+    if where:
+        text.append(f" [{where}]", style="bold")
+    text.append(f" {line.get('message') or ''}")
+    for stack_line in str(line.get("exception") or "").rstrip("\n").splitlines():
+        text.append(f"\n    {stack_line}", style="dim")
+    return text
+
+
+def logs_block(lines: Sequence[Json]) -> Group:
+    """The video's log lines under a heading, oldest first, or a line saying there are none."""
+    if not lines:
+        return Group(Text("Logs", style="bold"), Text("no log lines for this video", style="dim"))
+    heading = f"Logs (the newest {len(lines)}; stagewatch logs --item ID for more)"
+    return Group(Text(heading, style="bold"), *(render_line(line) for line in lines))
