@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stagewatch.domain.projection import ItemState, RunState
 from stagewatch.store import schema
+from stagewatch.store.rawsql import select_where_in, upsert_sqlite
 from stagewatch.store.rows import item_from_row, item_to_row, run_from_row, run_to_row
 
 
@@ -37,11 +38,13 @@ def lock_items(conn: Connection, placeholders: Iterable[dict[str, Any]]) -> dict
     """
     ordered = sorted(placeholders, key=lambda row: row["item_id"])
     ids = [row["item_id"] for row in ordered]
-    query = select(schema.items).where(schema.items.c.item_id.in_(ids))
+    suffix = ""
     if conn.dialect.name == "postgresql":
         conn.execute(_insert(conn, schema.items).on_conflict_do_nothing(index_elements=["item_id"]), ordered)
-        query = query.order_by(schema.items.c.item_id).with_for_update()
-    found = (item_from_row(row) for row in conn.execute(query).mappings())
+        suffix = "ORDER BY item_id FOR UPDATE"
+    found = (
+        item_from_row(row) for row in select_where_in(conn, schema.items, [("item_id", ids)], suffix=suffix)
+    )
     return {item.item_id: item for item in found if item.event_count > 0}
 
 
@@ -53,9 +56,8 @@ def run_owners(conn: Connection, run_ids: Iterable[str]) -> set[str]:
 
 def load_runs(conn: Connection, item_ids: Iterable[str], run_ids: Iterable[str]) -> dict[str, RunState]:
     """Every run of these items, and any of these runs even if filed under another item."""
-    c = schema.runs.c
-    query = select(schema.runs).where(c.item_id.in_(list(item_ids)) | c.run_id.in_(list(run_ids)))
-    return {row["run_id"]: run_from_row(row) for row in conn.execute(query).mappings()}
+    conditions = [("item_id", list(item_ids)), ("run_id", list(run_ids))]
+    return {row["run_id"]: run_from_row(row) for row in select_where_in(conn, schema.runs, conditions)}
 
 
 def upsert_runs(conn: Connection, runs: Iterable[RunState]) -> None:
@@ -70,6 +72,9 @@ def upsert_items(conn: Connection, items: Iterable[ItemState]) -> None:
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], *, key: str) -> None:
     if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        upsert_sqlite(conn, table, rows, key)
         return
     stmt = _insert(conn, table)
     updates = {name: stmt.excluded[name] for name in rows[0] if name != key}

@@ -1,0 +1,90 @@
+"""Driver-level SQL for the ingest hot path.
+
+SQLAlchemy Core spends ~40 µs turning one row into a mapping and ~24 µs processing one row of an
+executemany; ingest reads and writes thousands of item and run rows per transaction, so those costs
+dominated it (see benchmarks/README.md). These helpers send plain SQL with tuples to the driver and
+decode JSON columns themselves. Only the few statements on the hot path use them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Boolean, Connection, Table
+
+Row = dict[str, Any]
+
+
+@functools.cache
+def _columns(table: Table) -> tuple[tuple[str, ...], frozenset[str], frozenset[str]]:
+    """Column names in order, and which of them hold JSON or booleans."""
+    names = tuple(column.name for column in table.columns)
+    json = frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+    flags = frozenset(c.name for c in table.columns if isinstance(c.type, Boolean))
+    return names, json, flags
+
+
+def _is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _matching(conn: Connection, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+    """``column`` is one of ``values``: one array parameter on PostgreSQL, a list of them on SQLite."""
+    if _is_postgres(conn):
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+
+def select_where_in(
+    conn: Connection, table: Table, conditions: Iterable[tuple[str, Sequence[str]]], *, suffix: str = ""
+) -> list[Row]:
+    """Rows of ``table`` where any ``column IN values`` holds, as dicts with JSON decoded."""
+    clauses, params = [], []
+    for column, values in conditions:
+        if values:
+            clause, args = _matching(conn, column, values)
+            clauses.append(clause)
+            params += args
+    if not clauses:
+        return []
+    names, json, flags = _columns(table)
+    sql = f"SELECT {', '.join(names)} FROM {table.name} WHERE {' OR '.join(clauses)} {suffix}"
+    rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
+    return [_decode(dict(zip(names, row, strict=True)), json, flags) for row in rows]
+
+
+def _decode(row: Row, json: frozenset[str], flags: frozenset[str]) -> Row:
+    for name in json:
+        value = row[name]
+        if isinstance(value, str | bytes):
+            row[name] = orjson.loads(value)
+    for name in flags:
+        row[name] = bool(row[name])
+    return row
+
+
+def upsert_sqlite(conn: Connection, table: Table, rows: Sequence[Row], key: str) -> None:
+    """Insert or replace whole rows by ``key`` on SQLite, through the driver's executemany."""
+    if not rows:
+        return
+    names, json, _ = _columns(table)
+    values = [tuple(_encode(row[name], name in json) for name in names) for row in rows]
+    conn.exec_driver_sql(_upsert_sql(table, key), values)
+
+
+def _encode(value: Any, is_json: bool) -> Any:
+    return orjson.dumps(value).decode() if is_json and value is not None else value
+
+
+@functools.cache
+def _upsert_sql(table: Table, key: str) -> str:
+    names, _, _ = _columns(table)
+    updates = ", ".join(f"{name} = excluded.{name}" for name in names if name != key)
+    marks = ", ".join("?" * len(names))
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
