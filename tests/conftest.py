@@ -157,3 +157,20 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
     server = start_server(database_url, tmp_path / "server.log")
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A real ``stagewatch serve`` on an empty database, shared by one test module (starting a server
+    takes seconds; tests that share one use ids of their own)."""
+    workdir = tmp_path_factory.mktemp(f"server-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{workdir / 'stagewatch.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        _empty_postgres(url)
+    live = start_server(url, workdir / "server.log")
+    yield live
+    stop_server(live)

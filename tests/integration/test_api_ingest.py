@@ -23,23 +23,15 @@ from fastapi.testclient import TestClient
 from stagewatch.api.app import create_app
 from stagewatch.domain.pipeline import PipelineRegistry, instagram_preset
 from stagewatch.settings import Settings
-from tests.conftest import LiveServer, _empty_postgres, start_server, stop_server
+from tests.conftest import LiveServer
 
 T0 = float(int(time.time()) - 3600)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module")
+def server(module_server: LiveServer) -> LiveServer:
     """A real ``stagewatch serve`` on an empty database, shared by this module's tests."""
-    workdir = tmp_path_factory.mktemp(f"ingest-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'stagewatch.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-        _empty_postgres(url)
-    live = start_server(url, workdir / "server.log")
-    yield live
-    stop_server(live)
+    return module_server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, _empty_postgres, start_server, stop_server
+from tests.conftest import LiveServer, start_server, stop_server
 
 T0 = float(int(time.time()) - 86_400)  # a day ago, so queued ages are positive
 STAGES = ("webhook", "download", "enqueue", "process", "publish")
@@ -90,20 +89,13 @@ def _seed() -> tuple[list[dict[str, Any]], list[Seeded]]:
 EVENTS, SEEDED = _seed()
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    workdir = tmp_path_factory.mktemp(f"reads-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'stagewatch.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-        _empty_postgres(url)
-    live = start_server(url, workdir / "server.log")
+@pytest.fixture(scope="module")
+def server(module_server: LiveServer) -> LiveServer:
+    """The module's server, seeded once with every event of this module."""
     # Newest first, so the history must be sorted by time rather than arrival.
-    answer = httpx.post(f"{live.url}/v1/events", json=list(reversed(EVENTS)), timeout=60)
+    answer = httpx.post(f"{module_server.url}/v1/events", json=list(reversed(EVENTS)), timeout=60)
     assert answer.status_code == 200 and answer.json()["accepted"] == len(EVENTS), answer.text
-    yield live
-    stop_server(live)
+    return module_server
 
 
 def get(server: LiveServer, path: str, **params: Any) -> httpx.Response:

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +52,10 @@ HOSTILE_QUERIES = [
 # --- fixtures and helpers ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module")
+def server(module_server: LiveServer) -> LiveServer:
     """A real ``stagewatch serve`` on an empty database, shared by this module's HTTP tests."""
-    workdir = tmp_path_factory.mktemp(f"logs-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'stagewatch.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-        _empty_postgres(url)
-    live = start_server(url, workdir / "server.log")
-    yield live
-    stop_server(live)
+    return module_server
 
 
 @pytest.fixture
