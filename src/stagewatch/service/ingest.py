@@ -88,9 +88,22 @@ def _commit(
 ) -> list[BatchOutcome]:
     """One transaction for several batches of events."""
 
+    cache = db.projection_cache
+
     def store(unique: list[Event]) -> set[str]:
-        with db.writer.begin() as conn:
-            return store_events(conn, unique, registry, time.time())
+        try:
+            with db.writer.begin() as conn:
+                if cache is not None:
+                    cache.validate(conn)
+                new_ids = store_events(conn, unique, registry, time.time(), cache)
+                if cache is not None:
+                    cache.seal(conn)
+                return new_ids
+        except BaseException:
+            # The cached objects were changed in place before the commit failed.
+            if cache is not None:
+                cache.clear()
+            raise
 
     return share_transaction(batches, store)
 

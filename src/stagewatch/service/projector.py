@@ -13,6 +13,7 @@ from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.domain.projection import ItemState, RunState, apply_item_event, apply_run_event, derive_item
 from stagewatch.domain.statuses import DONE
 from stagewatch.store import writes
+from stagewatch.store.projection_cache import ProjectionCache
 from stagewatch.store.rows import placeholder_item_row
 
 CountKey = tuple[str, str, str]
@@ -34,37 +35,70 @@ def event_row(event: Event, pipeline: str, received_at: float) -> dict[str, Any]
 
 
 def store_events(
-    conn: Connection, events: Sequence[Event], registry: PipelineRegistry, received_at: float
+    conn: Connection,
+    events: Sequence[Event],
+    registry: PipelineRegistry,
+    received_at: float,
+    cache: ProjectionCache | None = None,
 ) -> set[str]:
-    """Append ``events`` (unique ids) and fold the new ones into items and runs. Returns the new ids."""
+    """Append ``events`` (unique ids) and fold the new ones into items and runs. Returns the new ids.
+    ``cache``, when given, must have been validated on ``conn`` and be cleared if the transaction fails."""
     pipeline_of = {e.id: registry.require(e.pipeline).name for e in events}
     new_ids = writes.insert_new_events(conn, [event_row(e, pipeline_of[e.id], received_at) for e in events])
     fresh = [e for e in events if e.id in new_ids]
     if fresh:
-        _project(conn, fresh, registry, pipeline_of)
+        _project(conn, fresh, registry, pipeline_of, cache)
     return new_ids
 
 
 def _project(
-    conn: Connection, events: list[Event], registry: PipelineRegistry, pipeline_of: dict[str, str]
+    conn: Connection,
+    events: list[Event],
+    registry: PipelineRegistry,
+    pipeline_of: dict[str, str],
+    cache: ProjectionCache | None,
 ) -> None:
     """Fold new events into the locked items and their runs, then write rows and counter changes."""
     placeholders: dict[str, dict[str, Any]] = {}
     for e in events:
         placeholders.setdefault(e.item_id, placeholder_item_row(e.item_id, pipeline_of[e.id], e.at))
     run_ids = {e.run_id for e in events if e.type.is_run_event and e.run_id}
-    # A run id reused across items belongs to one item only; the item that owns (or loses) it must be
-    # locked and re-derived too, or it would keep counting a run that is no longer its own.
-    for owner in writes.run_owners(conn, run_ids) - placeholders.keys():
-        placeholders[owner] = placeholder_item_row(owner, registry.default, 0.0)
-    items = writes.lock_items(conn, placeholders.values())
-    runs = writes.load_runs(conn, placeholders, run_ids)
+    items, runs = _load(conn, placeholders, run_ids, registry.default, cache)
     before = {item_id: _count_keys(item) for item_id, item in items.items()}
     touched_runs = _fold(events, items, runs, pipeline_of)
-    deltas = _derive_items(items, runs, registry, before)
+    by_item = _runs_by_item(runs)
+    deltas = _derive_items(items, by_item, registry, before)
     writes.upsert_runs(conn, touched_runs.values())
     writes.upsert_items(conn, items.values())
     writes.add_stage_counts(conn, deltas)
+    if cache is not None:
+        cache.put(items, by_item)
+
+
+def _load(
+    conn: Connection,
+    placeholders: dict[str, dict[str, Any]],
+    run_ids: set[str],
+    default_pipeline: str,
+    cache: ProjectionCache | None,
+) -> tuple[dict[str, ItemState], dict[str, RunState]]:
+    """The items about to change, locked, with all their runs: from the cache where it has them.
+
+    A run id reused across items belongs to one item only; the item that owns (or loses) it must be
+    locked and re-derived too, or it would keep counting a run that is no longer its own.
+    """
+    known = {run_id: cache.owner_of(run_id) for run_id in run_ids} if cache is not None else {}
+    unknown = [run_id for run_id in run_ids if known.get(run_id) is None]
+    owners = writes.run_owners(conn, unknown) if unknown else set()
+    owners.update(owner for owner in known.values() if owner is not None)
+    for owner in owners - placeholders.keys():
+        placeholders[owner] = placeholder_item_row(owner, default_pipeline, 0.0)
+    items, runs = cache.get(placeholders) if cache is not None else ({}, {})
+    missing = [row for item_id, row in placeholders.items() if item_id not in items]
+    if missing:
+        items.update(writes.lock_items(conn, missing))
+        runs.update(writes.load_runs(conn, [row["item_id"] for row in missing], unknown))
+    return items, runs
 
 
 def _fold(
@@ -80,16 +114,20 @@ def _fold(
     return touched
 
 
+def _runs_by_item(runs: dict[str, RunState]) -> defaultdict[str, list[RunState]]:
+    by_item: defaultdict[str, list[RunState]] = defaultdict(list)
+    for run in runs.values():
+        by_item[run.item_id].append(run)
+    return by_item
+
+
 def _derive_items(
     items: dict[str, ItemState],
-    runs: dict[str, RunState],
+    by_item: defaultdict[str, list[RunState]],
     registry: PipelineRegistry,
     before: dict[str, list[CountKey]],
 ) -> Counter[CountKey]:
     """Re-derive each changed item's status from its runs; return the stage_counts changes."""
-    by_item: defaultdict[str, list[RunState]] = defaultdict(list)
-    for run in runs.values():
-        by_item[run.item_id].append(run)
     deltas: Counter[CountKey] = Counter()
     for item_id, item in items.items():
         derive_item(item, by_item[item_id], registry.require(item.pipeline))

@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from stagewatch.errors import ConfigError
+from stagewatch.store.projection_cache import ProjectionCache
 
 
 def _dump_json(value: Any) -> str:
@@ -29,6 +30,8 @@ class Database:
     url: str
     reader: Engine
     writer: Engine
+    # SQLite only (one writer): what this process last wrote of the projection; see projection_cache.
+    projection_cache: ProjectionCache | None = None
 
     @property
     def dialect(self) -> str:
@@ -52,7 +55,8 @@ def open_database(url: str) -> Database:
     """Engines for ``url``; a bad URL is a ConfigError naming STAGEWATCH_DATABASE_URL."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        return Database(url, _sqlite_engine(url, "DEFERRED"), _sqlite_engine(url, "IMMEDIATE"))
+        reader, writer = _sqlite_engine(url, "DEFERRED"), _sqlite_engine(url, "IMMEDIATE")
+        return Database(url, reader, writer, ProjectionCache())
     engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **_JSON_CODEC)
     return Database(url, engine, engine)
 

@@ -1,0 +1,73 @@
+"""The SQLite writer's projection cache is never trusted after a write it did not make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from stagewatch.domain.events import Event
+from stagewatch.domain.pipeline import PipelineRegistry
+from stagewatch.service import projector, query
+from stagewatch.service.ingest import ingest_now
+from stagewatch.store.engine import Database, open_database
+from stagewatch.store.migrate import upgrade
+
+T0 = 1_795_000_000.0
+
+
+def ev(event_id: str, kind: str, stage: str, at: float, **fields: Any) -> Event:
+    raw = {"id": event_id, "type": kind, "item_id": "v1", "stage": stage, "time": T0 + at, **fields}
+    return Event.model_validate(raw)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Database:
+    db = open_database(f"sqlite:///{tmp_path / 'cache.db'}")
+    upgrade(db)
+    return db
+
+
+def test_a_write_from_another_connection_is_seen(sqlite_db: Database, registry: PipelineRegistry) -> None:
+    ingest_now(sqlite_db, registry, [ev("a", "run.started", "download", 1)])
+    assert sqlite_db.projection_cache is not None and len(sqlite_db.projection_cache) == 1
+    other = open_database(sqlite_db.url)  # e.g. a second server process on the same file
+    ingest_now(other, registry, [ev("b", "run.succeeded", "download", 2)])
+    ingest_now(sqlite_db, registry, [ev("c", "run.started", "enqueue", 3)])
+    item = query.get_item(sqlite_db, "v1")
+    assert (item["status"], item["stage"], item["stages_done"]) == ("running", "enqueue", ["download"])
+    assert item["event_count"] == 3
+
+
+def test_a_write_through_the_same_connection_outside_ingest_is_seen(
+    sqlite_db: Database, registry: PipelineRegistry
+) -> None:
+    ingest_now(sqlite_db, registry, [ev("a", "run.started", "download", 1)])
+    with sqlite_db.writer.begin() as conn:
+        conn.execute(text("DELETE FROM runs"))
+        conn.execute(text("DELETE FROM items"))
+        conn.execute(text("DELETE FROM stage_counts"))
+    ingest_now(sqlite_db, registry, [ev("b", "run.succeeded", "download", 2)])
+    item = query.get_item(sqlite_db, "v1")
+    assert item["event_count"] == 1, "the deleted item must not come back from the cache"
+    assert [run["status"] for run in item["runs"]] == ["succeeded"]
+
+
+def test_a_failed_transaction_leaves_nothing_uncommitted_in_the_cache(
+    sqlite_db: Database, registry: PipelineRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest_now(sqlite_db, registry, [ev("a", "run.started", "download", 1)])
+    real_upsert = projector.writes.add_stage_counts
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(projector.writes, "add_stage_counts", fail)
+    with pytest.raises(RuntimeError):
+        ingest_now(sqlite_db, registry, [ev("b", "run.failed", "download", 2, error={"type": "E"})])
+    monkeypatch.setattr(projector.writes, "add_stage_counts", real_upsert)
+    ingest_now(sqlite_db, registry, [ev("c", "run.progress", "download", 3, progress=0.5)])
+    item = query.get_item(sqlite_db, "v1")
+    assert (item["status"], item["event_count"], item["last_error"]) == ("running", 2, None)
