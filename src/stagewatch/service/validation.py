@@ -31,11 +31,14 @@ class ValidatedBatch:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def validate_batch(raw_events: list[Any], registry: PipelineRegistry, now: float) -> ValidatedBatch:
-    """Check each event on its own; stamp a missing client time with ``now``."""
+def validate_batch(
+    raw_events: list[Any], registry: PipelineRegistry, now: float, *, may_hold_nul: bool = True
+) -> ValidatedBatch:
+    """Check each event on its own; stamp a missing client time with ``now``. ``may_hold_nul=False``
+    (the caller saw no ``\\u0000`` in the raw JSON) skips the search for NUL characters."""
     batch = ValidatedBatch()
     for index, raw in enumerate(raw_events):
-        outcome = _validate_one(index, raw, registry, now)
+        outcome = _validate_one(index, raw, registry, now, may_hold_nul)
         if isinstance(outcome, Rejection):
             batch.rejections.append(outcome)
         else:
@@ -43,7 +46,9 @@ def validate_batch(raw_events: list[Any], registry: PipelineRegistry, now: float
     return batch
 
 
-def _validate_one(index: int, raw: Any, registry: PipelineRegistry, now: float) -> Event | Rejection:
+def _validate_one(
+    index: int, raw: Any, registry: PipelineRegistry, now: float, may_hold_nul: bool = True
+) -> Event | Rejection:
     event_id = raw.get("id") if isinstance(raw, dict) else None
     event_id = event_id if isinstance(event_id, str) else None
     if not isinstance(raw, dict):
@@ -55,7 +60,7 @@ def _validate_one(index: int, raw: Any, registry: PipelineRegistry, now: float) 
         cause = first.get("ctx", {}).get("error")
         where = getattr(cause, "field", None) or ".".join(str(part) for part in first["loc"])
         return Rejection(index, event_id, where, str(cause) if cause else first["msg"])
-    problem = _pipeline_problem(event, registry) or _storage_problem(raw, event)
+    problem = _pipeline_problem(event, registry) or _storage_problem(raw, event, may_hold_nul)
     if problem is not None:
         return Rejection(index, event_id, *problem)
     return event if event.time is not None else event.model_copy(update={"time": now})
@@ -75,9 +80,9 @@ def _pipeline_problem(event: Event, registry: PipelineRegistry) -> tuple[str, st
 _MAX_RUN_ID = 256
 
 
-def _storage_problem(raw: dict[str, Any], event: Event) -> tuple[str, str] | None:
+def _storage_problem(raw: dict[str, Any], event: Event, may_hold_nul: bool) -> tuple[str, str] | None:
     """What a valid event may still hold that the database cannot store (PostgreSQL refuses both)."""
-    where = _nul_at(raw)
+    where = _nul_at(raw) if may_hold_nul else None
     if where is not None:
         return where, "must not contain the NUL character (\\u0000)"
     if event.run_id is not None and len(event.run_id) > _MAX_RUN_ID:
