@@ -7,21 +7,20 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
+
+from stagewatch.server_process import ServerProcess, launch
+from stagewatch.server_process import free_port as free_port  # re-exported for the benchmarks
 
 PG_ADMIN = os.environ.get("STAGEWATCH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -229,52 +228,19 @@ def temp_dir() -> Iterator[Path]:
 # --- a real server process ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+Server = ServerProcess
 
 
 def start_server(database_url: str, log_path: Path, *extra: str) -> Server:
     """``stagewatch serve`` on a free loopback port, waited for until /healthz answers."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "stagewatch", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--db", database_url, "--log-level", "warning", *extra]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=log_path.parent)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+    extra = ("--log-level", "warning", *extra)
+    server = launch(database_url, log_path, extra=extra, cwd=log_path.parent)
+    server.wait_healthy(timeout=60)
+    return server
 
 
 def stop_server(server: Server) -> None:
-    server.process.terminate()  # SIGTERM: uvicorn shuts down cleanly
-    try:
-        server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    server.stop(timeout=30)  # SIGTERM first: uvicorn shuts down cleanly
 
 
 def attach_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:

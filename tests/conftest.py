@@ -9,21 +9,17 @@ of silently skipping; unset, the PostgreSQL cases run when a server answers and 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from sqlalchemy import text
 
 from stagewatch.domain.pipeline import PipelineRegistry, instagram_preset
+from stagewatch.server_process import ServerProcess, launch
+from stagewatch.server_process import free_port as free_port  # re-exported for the tests
 from stagewatch.store import schema
 from stagewatch.store.engine import Database, open_database
 from stagewatch.store.migrate import upgrade
@@ -96,59 +92,20 @@ def registry() -> PipelineRegistry:
     return PipelineRegistry.of([instagram_preset()])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class LiveServer:
-    url: str
-    database_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+# The tests' live server is the package's own child-process server (the demo runs the same one).
+LiveServer = ServerProcess
 
 
 def start_server(database_url: str, log_path: Path, *extra: str, port: int | None = None) -> LiveServer:
     """``stagewatch serve`` in a real process on a free loopback port (or ``port``, to restart a server
     where its clients expect it); waits until /healthz answers."""
-    port = port or free_port()
-    cmd = [sys.executable, "-m", "stagewatch", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--db", database_url, *extra]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    server = LiveServer(f"http://127.0.0.1:{port}", database_url, process, log_path)
-    _wait_healthy(server)
+    server = launch(database_url, log_path, port=port, extra=extra)
+    server.wait_healthy(timeout=30)
     return server
 
 
-def _wait_healthy(server: LiveServer, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.process.kill()
-    raise RuntimeError(f"server did not become healthy in {timeout}s:\n{server.log()}")
-
-
 def stop_server(server: LiveServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    server.stop(timeout=10)
 
 
 @pytest.fixture
