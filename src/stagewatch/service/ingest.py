@@ -186,8 +186,6 @@ class GroupCommitter(BatchCommitter[Event]):
     """The committer for events: each shared transaction stores the events and updates the projection."""
 
     def __init__(self, db: Database, registry: PipelineRegistry, max_events: int = 5000) -> None:
-        self._db = db
-        self._registry = registry
         super().__init__(functools.partial(_commit, db, registry), max_events)
 
 
