@@ -51,7 +51,6 @@ class Run:
         self.otel_span: RunSpan | None = None  # the OpenTelemetry span mirroring this run, when OTel is on
         self._sink = sink
         self._base = base  # the fields every event of this run carries: item, stage, run and trace ids
-        self._item_base = item_event_base(base)
         self._log_tags = {**_ids_of(context), **(where or {})}  # what every shipped log record carries
         self.log = RunLogger(self)
 
@@ -114,16 +113,16 @@ class Run:
             )
             return
         event_type, fields = cost_event(str(unit), quantity)
-        self._emit(event_type, self._item_base, **fields)
+        self._emit(event_type, self._base, **fields)
 
     def annotate(self, note: str, **attrs: Any) -> None:
         """Add a note to the item's history, with attributes if any: ``annotate("cropped", ratio=0.8)``."""
-        self._emit("item.annotated", self._item_base, note=_note(note), attrs=scalar_attrs(attrs))
+        self._emit("item.annotated", self._base, note=_note(note), attrs=scalar_attrs(attrs))
 
     def set_attrs(self, **attrs: Any) -> None:
         """Set searchable attributes on the item (``set_attrs(duration_s=31, codec="h264")``)."""
         if attrs:
-            self._emit("item.annotated", self._item_base, attrs=scalar_attrs(attrs))
+            self._emit("item.annotated", self._base, attrs=scalar_attrs(attrs))
 
     def check(self) -> None:
         """Call it between steps of long work: raises ``Cancelled`` once the control plane says stop.
@@ -151,12 +150,6 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.stage} item={self.item_id!r} attempt={self.attempt} run_id={self.run_id}>"
-
-
-def item_event_base(base: Record) -> Record:
-    """The run's fields for an item-level event it sends (a note, attributes, a cost). They keep the
-    ``run_id`` so the history ties the note to its run; the server changes runs only for ``run.*``."""
-    return base
 
 
 def _note(note: str | None) -> str | None:
