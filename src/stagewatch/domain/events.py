@@ -37,14 +37,34 @@ class EventType(StrEnum):
     RUN_FAILED = "run.failed"
     RUN_CANCELLED = "run.cancelled"
     RUN_TIMED_OUT = "run.timed_out"
+    # Written by the control plane only (``begin``, cancel, the dead-letter queue, replay, resume): the
+    # ingest API refuses them, so an item's status can only be changed this way by a guarded decision.
+    ITEM_WAITING = "item.waiting"
+    ITEM_DUPLICATE = "item.duplicate"
+    ITEM_DEAD_LETTERED = "item.dead_lettered"
+    ITEM_CANCELLED = "item.cancelled"
+    ITEM_RESUMED = "item.resumed"
 
     @property
     def is_run_event(self) -> bool:
         return self in _RUN_EVENT_TYPES
 
+    @property
+    def is_control_event(self) -> bool:
+        return self in CONTROL_EVENT_TYPES
+
 
 # Asked for every event on the ingest path: a set lookup, not a string test.
 _RUN_EVENT_TYPES = frozenset(t for t in EventType if t.value.startswith("run."))
+CONTROL_EVENT_TYPES = frozenset(
+    {
+        EventType.ITEM_WAITING,
+        EventType.ITEM_DUPLICATE,
+        EventType.ITEM_DEAD_LETTERED,
+        EventType.ITEM_CANCELLED,
+        EventType.ITEM_RESUMED,
+    }
+)
 
 
 class ErrorInfo(BaseModel):

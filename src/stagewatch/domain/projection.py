@@ -12,6 +12,9 @@ Rules (see also docs/events.md):
   own report of the outcome beats a watchdog's or a racing cancel), then the later one.
 - The item's status and stage are derived from its runs, never written. The current run is in the
   stage whose run began last, and is that stage's highest attempt.
+- A control-plane fact (waiting, cancelled, dead-lettered, resumed: the latest one, by time) overrides
+  that status until a run *starts* after it. So a cancel shows at once even while the run still runs, and
+  the next attempt's start ends a wait.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ _TERMINAL_PRIORITY = {
     RunStatus.CANCELLED: 0,
 }
 _ACTIVITY = (EventType.RUN_STARTED, EventType.RUN_HEARTBEAT, EventType.RUN_PROGRESS)
+# The item status each control fact stands for while it is in force. A duplicate is history only.
+_CONTROL_STATUS = {
+    EventType.ITEM_WAITING.value: ItemStatus.WAITING,
+    EventType.ITEM_CANCELLED.value: ItemStatus.CANCELLED,
+    EventType.ITEM_DEAD_LETTERED.value: ItemStatus.DEAD_LETTERED,
+    EventType.ITEM_RESUMED.value: ItemStatus.QUEUED,
+}
 _RUN_TO_ITEM_STATUS = {
     RunStatus.QUEUED: ItemStatus.QUEUED,
     RunStatus.RUNNING: ItemStatus.RUNNING,
@@ -115,6 +125,7 @@ class ItemState:
     stages_done: list[str] = field(default_factory=list)
     stuck: bool = False
     stuck_reason: str | None = None
+    control: dict[str, Any] | None = None
     registers: dict[str, Key] = field(default_factory=dict)
 
 
@@ -240,6 +251,8 @@ def apply_item_event(item: ItemState | None, event: Event, pipeline: str) -> Ite
     for name, value in (event.attrs or {}).items():
         if _wins(item.registers, f"attr:{name}", (t, eid), prefer="max"):
             item.attrs[name] = value
+    if event.type.value in _CONTROL_STATUS and _wins(item.registers, "control", (t, eid), prefer="max"):
+        item.control = {"kind": event.type.value, "stage": event.stage, "at": t, "reason": event.note}
     return item
 
 
@@ -269,11 +282,24 @@ def derive_item(item: ItemState, runs: list[RunState], pipeline: Pipeline) -> It
     if run is None:
         item.status, item.status_since, item.attempts = ItemStatus.RECEIVED, item.created_at, 0
         item.stage = pipeline.stage_names[0] if pipeline.stages else None
+        _apply_control(item, None)
         return item
     item.stage, item.status, item.status_since = _position(run, pipeline)
     # Queued at the next stage after a success: no attempt has been made there yet.
     item.attempts = run.attempt if item.stage == run.stage else 0
+    _apply_control(item, run)
     return item
+
+
+def _apply_control(item: ItemState, run: RunState | None) -> None:
+    """Let the latest control fact decide the status, unless a run started after it."""
+    control = item.control
+    if control is None or (run is not None and run.started_at is not None and run.started_at > control["at"]):
+        return
+    item.status = _CONTROL_STATUS[control["kind"]]
+    item.status_since = control["at"]
+    if control.get("stage"):
+        item.stage = control["stage"]
 
 
 def _position(run: RunState, pipeline: Pipeline) -> tuple[str, ItemStatus, float | None]:

@@ -60,10 +60,23 @@ def _validate_one(
         cause = first.get("ctx", {}).get("error")
         where = getattr(cause, "field", None) or ".".join(str(part) for part in first["loc"])
         return Rejection(index, event_id, where, str(cause) if cause else first["msg"])
-    problem = _pipeline_problem(event, registry) or _storage_problem(raw, event, may_hold_nul)
+    problem = (
+        _control_problem(event)
+        or _pipeline_problem(event, registry)
+        or _storage_problem(raw, event, may_hold_nul)
+    )
     if problem is not None:
         return Rejection(index, event_id, *problem)
     return event if event.time is not None else event.model_copy(update={"time": now})
+
+
+def _control_problem(event: Event) -> tuple[str, str] | None:
+    if event.type.is_control_event:
+        return "type", (
+            f"{event.type.value} events are written by the control plane only; use the control API "
+            "(POST /v1/runs/begin, /v1/items/{id}/cancel, /v1/dlq/replay)"
+        )
+    return None
 
 
 def _pipeline_problem(event: Event, registry: PipelineRegistry) -> tuple[str, str] | None:

@@ -44,6 +44,7 @@ def item_view(item: ItemState) -> dict[str, Any]:
         "status_since": iso(item.status_since),
         "stuck": item.stuck,
         "stuck_reason": item.stuck_reason,
+        "status_reason": status_reason(item),
         "account": item.account,
         "scenario": item.scenario,
         "trace_id": item.trace_id,
@@ -58,6 +59,16 @@ def item_view(item: ItemState) -> dict[str, Any]:
         "updated_at": iso(item.updated_at),
         "event_count": item.event_count,
     }
+
+
+def status_reason(item: ItemState) -> str | None:
+    """Why the item is in its status, when the control plane put it there: the blocker it waits on, the
+    cancel's reason, the dead letter's last error."""
+    control = item.control
+    if control is None or item.status_since != control.get("at"):
+        return None
+    reason = control.get("reason")
+    return str(reason) if reason else None
 
 
 def history_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ _RUN_COLUMNS = (
 )  # fmt: skip
 _ITEM_COLUMNS = (
     "item_id", "pipeline", "stage", "status_since", "account", "scenario", "trace_id", "source", "actor",
-    "params", "attrs", "attempts", "last_error", "stages_done", "stuck", "stuck_reason", "created_at",
-    "updated_at", "event_count",
+    "params", "attrs", "attempts", "last_error", "stages_done", "stuck", "stuck_reason", "control",
+    "created_at", "updated_at", "event_count",
 )  # fmt: skip
 
 
