@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from stagewatch.domain.circuit import DependencySpec, implicit_specs
 from stagewatch.domain.statuses import ItemStatus
 
 # Item statuses a stage may declare as its business outcome on success.
@@ -33,6 +34,19 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayTarget:
+    """Where a replay re-delivers a stage's payload: ``http`` (a push in the Pub/Sub envelope format to
+    ``address``, a worker URL), ``pubsub`` (publish to the topic ``address``; needs the
+    ``google-cloud-pubsub`` extra) or ``callable`` (``address`` is ``package.module:function``)."""
+
+    kind: str
+    address: str
+
+
+REPLAY_KINDS = ("http", "pubsub", "callable")
+
+
+@dataclass(frozen=True, slots=True)
 class StagePolicy:
     """One stage and the rules it runs under. Times are in seconds."""
 
@@ -48,6 +62,11 @@ class StagePolicy:
     rate_limits: tuple[RateLimit, ...] = ()
     on_success: ItemStatus | None = None
     description: str = ""
+    # Exception type names (as the SDK reports them, e.g. "ValueError" or "mylib.errors.BadInput") that
+    # never deserve a retry, and those that always do; the SDK's ``retryable`` flag wins over both.
+    permanent_errors: tuple[str, ...] = ()
+    retryable_errors: tuple[str, ...] = ()
+    replay: ReplayTarget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +76,8 @@ class Pipeline:
     name: str
     stages: tuple[StagePolicy, ...]
     description: str = ""
+    # Limits over every stage of the pipeline: ``{"key": "global", "limit": 100}`` caps all runs at once.
+    concurrency: tuple[ConcurrencyLimit, ...] = ()
     _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,15 +109,28 @@ class Pipeline:
 
 @dataclass(frozen=True, slots=True)
 class PipelineRegistry:
-    """The configured pipelines and the one used when an event names none."""
+    """The configured pipelines and the one used when an event names none, with the dependencies their
+    stages need: the declared ones, plus an ``event`` dependency (up until workers report it down) for
+    every name a stage's ``depends_on`` lists without declaring it."""
 
     pipelines: Mapping[str, Pipeline]
     default: str
+    dependencies: Mapping[str, DependencySpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        needed = (name for p in self.pipelines.values() for stage in p.stages for name in stage.depends_on)
+        object.__setattr__(self, "dependencies", implicit_specs(self.dependencies.values(), needed))
 
     @classmethod
-    def of(cls, pipelines: Iterable[Pipeline], default: str | None = None) -> PipelineRegistry:
+    def of(
+        cls,
+        pipelines: Iterable[Pipeline],
+        default: str | None = None,
+        dependencies: Iterable[DependencySpec] = (),
+    ) -> PipelineRegistry:
         by_name = {p.name: p for p in pipelines}
-        return cls(pipelines=by_name, default=default or next(iter(by_name)))
+        specs = {spec.name: spec for spec in dependencies}
+        return cls(pipelines=by_name, default=default or next(iter(by_name)), dependencies=specs)
 
     def get(self, name: str | None) -> Pipeline | None:
         return self.pipelines.get(name or self.default)

@@ -104,3 +104,10 @@ def oldest_since(conn: Connection, pipeline: str, stage: str, status: str) -> fl
     )
     value = conn.execute(query).scalar()
     return float(value) if value is not None else None
+
+
+def item_ids(conn: Connection, where: ItemFilter, limit: int) -> list[str]:
+    """The ids of up to ``limit`` items matching ``where`` (for bulk actions), in id order."""
+    c = schema.items.c
+    query = select(c.item_id).where(and_(True, *_conditions(where))).order_by(c.item_id).limit(limit)
+    return list(conn.execute(query).scalars())

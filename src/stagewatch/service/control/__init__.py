@@ -1,0 +1,2 @@
+"""The control plane's services: ``begin`` (the guard chain), heartbeats, completions, operator actions
+(cancel, resume, stop, the dead-letter queue) and the watchdog. See docs/guardrails.md."""

@@ -1,0 +1,249 @@
+"""``begin``: read a snapshot of everything that bears on one run, ask the guard chain, and act on its
+decision, all in one transaction (see store/control.py for how that stays atomic across replicas)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from stagewatch.domain.events import Event, EventType, default_run_id
+from stagewatch.domain.guards import Action, Decision, RateUse, SlotUse, Snapshot, WorkState, decide
+from stagewatch.domain.guards.limits import render_key
+from stagewatch.domain.pipeline import Pipeline, PipelineRegistry, StagePolicy
+from stagewatch.service.control.facts import fact, record
+from stagewatch.service.control.retries import dead_letter, time_out
+from stagewatch.store import control
+from stagewatch.store.control import WorkId
+from stagewatch.store.dependencies import needed_states
+from stagewatch.store.engine import Database
+
+
+@dataclass(frozen=True, slots=True)
+class BeginRequest:
+    stage: str
+    item_id: str
+    pipeline: str | None = None
+    key: str | None = None
+    payload: Any = None
+    run_id: str | None = None
+    account: str | None = None
+    scenario: str | None = None
+    worker: str | None = None
+    revision: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BeginResult:
+    decision: Decision
+    run_id: str | None = None
+    deadline: float | None = None
+    heartbeat_timeout: float | None = None
+    timeout: float | None = None  # seconds from the start to the deadline
+
+    @property
+    def heartbeat_interval(self) -> float | None:
+        # Three beats per timeout: one lost request does not time a healthy run out.
+        return self.heartbeat_timeout / 3 if self.heartbeat_timeout is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The limit keys one begin touches: (display name, storage key, limit[, window])."""
+
+    concurrency: tuple[tuple[str, str, int], ...]
+    rates: tuple[tuple[str, str, int, float], ...]
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for _, key, _ in self.concurrency] + [key for _, key, _, _ in self.rates]
+
+
+def begin(
+    db: Database, registry: PipelineRegistry, request: BeginRequest, now: float | None = None
+) -> BeginResult:
+    """Decide whether the run may go ahead, and record the decision."""
+    now = time.time() if now is None else now
+    pipeline = registry.require(request.pipeline)
+    policy = pipeline.stage(request.stage)
+    work_id: WorkId = (pipeline.name, policy.name, request.key or request.item_id)
+    limits = _limits_of(pipeline, policy, request)
+    with db.writer.begin() as conn:
+        events: list[Event] = []
+        row = control.lock_work(conn, work_id, request.item_id, now)
+        row, live = _reap_expired(conn, row, policy, work_id, now, events)
+        control.lock_keys(conn, limits.keys)
+        snapshot = _snapshot(conn, policy, row, live, request.item_id, limits, now)
+        decision = decide(snapshot)
+        result = _act(conn, decision, pipeline, policy, row, request, limits, now, events)
+        record(conn, registry, events, now)
+    return result
+
+
+def _limits_of(pipeline: Pipeline, policy: StagePolicy, request: BeginRequest) -> _Limits:
+    fields = {
+        "pipeline": pipeline.name, "stage": policy.name, "item": request.item_id,
+        "account": request.account, "scenario": request.scenario,
+    }  # fmt: skip
+    concurrency: list[tuple[str, str, int]] = []
+    for scope, limits in ((None, pipeline.concurrency), (policy.name, policy.concurrency)):
+        for limit in limits:
+            key = render_key(limit.key, fields)
+            if key is not None:
+                name = f"{scope} {key}" if scope else key
+                concurrency.append((name, f"{pipeline.name}|{name}", limit.limit))
+    rates = []
+    for rate in policy.rate_limits:
+        key = render_key(rate.key, fields)
+        if key is not None:
+            name = f"{policy.name} {key}"
+            rates.append((name, f"{pipeline.name}|{name}", rate.limit, rate.per_seconds))
+    return _Limits(tuple(concurrency), tuple(rates))
+
+
+def _reap_expired(
+    conn: Connection,
+    row: dict[str, Any],
+    policy: StagePolicy,
+    work_id: WorkId,
+    now: float,
+    events: list[Event],
+) -> tuple[dict[str, Any], bool]:
+    """A run that holds the work but stopped heartbeating is timed out now rather than at the next
+    watchdog sweep, so a redelivery after a crash does not wait for it. Returns (row, lease is live)."""
+    if row["state"] != WorkState.RUNNING.value or row["run_id"] is None:
+        return row, False
+    lease = control.lease(conn, row["run_id"])
+    if lease is not None and lease["expires_at"] > now:
+        return row, True
+    if lease is not None:
+        events.extend(time_out(conn, lease, policy, _silence(lease, now), now))
+    else:  # the lease vanished without a completion (a crash between statements cannot do it; be safe)
+        control.update_work(conn, work_id, state=WorkState.FAILED.value, updated_at=now)
+    return control.lock_work(conn, work_id, row["item_id"], now), False
+
+
+def _silence(lease: Mapping[str, Any], now: float) -> str:
+    return f"no heartbeat for {now - lease['heartbeat_at']:.0f}s (lease expired)"
+
+
+def _snapshot(
+    conn: Connection,
+    policy: StagePolicy,
+    row: Mapping[str, Any],
+    live: bool,
+    item_id: str,
+    limits: _Limits,
+    now: float,
+) -> Snapshot:
+    concurrency = tuple(
+        SlotUse(name, limit, control.slot_use(conn, key, now)) for name, key, limit in limits.concurrency
+    )
+    rates = []
+    for name, key, limit, window in limits.rates:
+        used, oldest = control.rate_use(conn, key, now - window)
+        rates.append(RateUse(name, limit, window, used, oldest))
+    return Snapshot(
+        now=now,
+        policy=policy,
+        work=control.work_snapshot(row, live),
+        cancellation=control.active_cancellation(conn, item_id),
+        dependencies=needed_states(conn, policy),
+        concurrency=concurrency,
+        rates=tuple(rates),
+    )
+
+
+def _act(
+    conn: Connection,
+    decision: Decision,
+    pipeline: Pipeline,
+    policy: StagePolicy,
+    row: Mapping[str, Any],
+    request: BeginRequest,
+    limits: _Limits,
+    now: float,
+    events: list[Event],
+) -> BeginResult:
+    work_id: WorkId = (pipeline.name, policy.name, row["work_key"])
+    where = {"pipeline": pipeline.name, "stage": policy.name}
+    if decision.action is Action.RUN:
+        return _start(conn, decision, pipeline, policy, row, request, limits, now, events)
+    if decision.action is Action.SKIP:
+        control.update_work(conn, work_id, duplicates=row["duplicates"] + 1)
+        events.append(fact(EventType.ITEM_DUPLICATE, request.item_id, now, note=decision.reason, **where))
+    elif decision.action is Action.WAIT:
+        if _blocker_changed(conn, request.item_id, decision):
+            events.append(fact(EventType.ITEM_WAITING, request.item_id, now, note=decision.reason, **where))
+    elif decision.action is Action.DEAD_LETTER and decision.enqueue_dead_letter:
+        dead_letter(conn, row, row["last_error"], decision.reason, now)
+        events.append(fact(EventType.ITEM_DEAD_LETTERED, request.item_id, now, note=decision.reason, **where))
+    return BeginResult(decision)
+
+
+def _blocker_changed(conn: Connection, item_id: str, decision: Decision) -> bool:
+    """Whether this wait is news: a message redelivered every few seconds into the same wait must not
+    flood the item's history with identical facts."""
+    current = control.item_control(conn, item_id)
+    if current is None or current.get("kind") != EventType.ITEM_WAITING.value:
+        return True
+    reason = str(current.get("reason") or "")
+    return decision.blocker is None or not reason.startswith(decision.blocker)
+
+
+def _start(
+    conn: Connection,
+    decision: Decision,
+    pipeline: Pipeline,
+    policy: StagePolicy,
+    row: Mapping[str, Any],
+    request: BeginRequest,
+    limits: _Limits,
+    now: float,
+    events: list[Event],
+) -> BeginResult:
+    attempt = decision.attempt or 1
+    run_id = _run_id(conn, request, row, attempt)
+    deadline = now + policy.timeout
+    lease = {
+        "run_id": run_id, "pipeline": pipeline.name, "stage": policy.name, "work_key": row["work_key"],
+        "item_id": request.item_id, "attempt": attempt, "worker": request.worker, "started_at": now,
+        "heartbeat_at": now, "expires_at": now + policy.heartbeat_timeout, "deadline": deadline,
+        "stop_reason": None, "stuck": False,
+    }  # fmt: skip
+    control.take_lease(
+        conn, lease, [key for _, key, _ in limits.concurrency], [k for _, k, _, _ in limits.rates]
+    )
+    payload = request.payload if request.payload is not None else row["payload"]
+    control.update_work(
+        conn, (pipeline.name, policy.name, row["work_key"]), state=WorkState.RUNNING.value,
+        attempts=attempt, run_id=run_id, next_attempt_at=None, payload=payload, updated_at=now,
+    )  # fmt: skip
+    events.append(
+        fact(
+            EventType.RUN_STARTED, request.item_id, now, pipeline=pipeline.name, stage=policy.name,
+            run_id=run_id, attempt=attempt, account=request.account, scenario=request.scenario,
+            worker=request.worker, revision=request.revision, trace_id=request.trace_id,
+            span_id=request.span_id,
+        )
+    )  # fmt: skip
+    return BeginResult(decision, run_id, deadline, policy.heartbeat_timeout, policy.timeout)
+
+
+def _run_id(conn: Connection, request: BeginRequest, row: Mapping[str, Any], attempt: int) -> str:
+    """The first attempt may take the id the enqueuer chose (so its ``run.enqueued`` and this start are
+    one run); later attempts are named by item, stage (and key, when it is not the item) and attempt.
+    After a replay the attempts count again from 1, so a name already used gets a random suffix."""
+    if attempt == 1 and request.run_id and control.run_status(conn, request.run_id) in (None, "queued"):
+        return request.run_id
+    if row["work_key"] != request.item_id:
+        name = f"{request.item_id}/{request.stage}/{row['work_key']}/{attempt}"
+    else:
+        name = default_run_id(request.item_id, request.stage, attempt)
+    return name if control.run_status(conn, name) is None else f"{name}~{uuid.uuid4().hex[:8]}"
