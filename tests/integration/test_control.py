@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from stagewatch.domain.pipeline import ConcurrencyLimit, Pipeline, PipelineRegistry, RateLimit, instagram_preset
+from stagewatch.domain.pipeline import (
+    ConcurrencyLimit,
+    Pipeline,
+    PipelineRegistry,
+    RateLimit,
+    instagram_preset,
+)
 from stagewatch.service import query
 from stagewatch.service.control.begin import BeginRequest, begin
 from stagewatch.service.control.completion import complete
@@ -36,7 +42,9 @@ TRANSIENT = {"type": "TimeoutError", "message": "read timed out"}
 def _pipeline() -> Pipeline:
     base = instagram_preset()
     stages = tuple(
-        replace(s, concurrency=(ConcurrencyLimit("{account}", 2),), rate_limits=(RateLimit("{account}", 3, 3600),))
+        replace(
+            s, concurrency=(ConcurrencyLimit("{account}", 2),), rate_limits=(RateLimit("{account}", 3, 3600),)
+        )
         if s.name == "publish"
         else s
         for s in base.stages
@@ -80,7 +88,9 @@ def test_the_enqueuers_run_id_names_the_first_attempt(store: Database, reg: Pipe
     assert _begin(store, reg, "process", "v1", T0, run_id="pubsub-msg-1").run_id == "pubsub-msg-1"
 
 
-def test_a_duplicate_begin_is_skipped_counted_and_in_the_history(store: Database, reg: PipelineRegistry) -> None:
+def test_a_duplicate_begin_is_skipped_counted_and_in_the_history(
+    store: Database, reg: PipelineRegistry
+) -> None:
     first = _begin(store, reg, "webhook", "v1", T0)
     again = _begin(store, reg, "webhook", "v1", T0 + 1)
     assert again.decision.action == "skip" and first.run_id in again.decision.reason
@@ -97,12 +107,16 @@ def test_a_different_idempotency_key_is_different_work(store: Database, reg: Pip
     assert _begin(store, reg, "publish", "v1", T0, key="post-2").decision.action == "run"
 
 
-def test_a_failure_backs_off_then_retries_with_the_next_attempt(store: Database, reg: PipelineRegistry) -> None:
+def test_a_failure_backs_off_then_retries_with_the_next_attempt(
+    store: Database, reg: PipelineRegistry
+) -> None:
     first = _begin(store, reg, "download", "v1", T0)
     done = complete(store, reg, first.run_id, "failed", TRANSIENT, now=T0 + 1)
     assert done.next == "retry" and done.retry_after is not None and 2.5 <= done.retry_after <= 5
     waiting = _begin(store, reg, "download", "v1", T0 + 1.1)
-    assert waiting.decision.action == "wait" and waiting.decision.reason.startswith("retry backoff before attempt 2")
+    assert waiting.decision.action == "wait" and waiting.decision.reason.startswith(
+        "retry backoff before attempt 2"
+    )
     item = _item(store, "v1")
     assert item["status"] == "waiting" and item["status_reason"].startswith("retry backoff")
     second = _begin(store, reg, "download", "v1", T0 + 10)
@@ -131,7 +145,9 @@ def test_a_message_delivered_five_times_with_a_permanent_error_is_dead_lettered_
     with store.reader.connect() as conn:
         letters = control.dead_letter_page(conn, item_id="v1")
     assert len(letters) == 1
-    assert letters[0]["payload"] == {"video": "v1.mp4"} and letters[0]["error"]["message"] == "unsupported codec"
+    assert (
+        letters[0]["payload"] == {"video": "v1.mp4"} and letters[0]["error"]["message"] == "unsupported codec"
+    )
     item = _item(store, "v1")
     assert item["status"] == "dead_lettered" and "permanent error" in item["status_reason"]
 
@@ -166,7 +182,9 @@ def test_discarded_dead_letters_stay_dead(store: Database, reg: PipelineRegistry
         assert control.dead_letter_page(conn) == []
 
 
-def test_concurrency_limits_wait_naming_the_key_and_free_when_runs_end(store: Database, reg: PipelineRegistry) -> None:
+def test_concurrency_limits_wait_naming_the_key_and_free_when_runs_end(
+    store: Database, reg: PipelineRegistry
+) -> None:
     a = _begin(store, reg, "publish", "v1", T0, account="42")
     b = _begin(store, reg, "publish", "v2", T0, account="42")
     third = _begin(store, reg, "publish", "v3", T0, account="42")
@@ -213,7 +231,9 @@ def test_resume_lifts_the_cancel_and_rearms_the_stage(store: Database, reg: Pipe
     assert again.decision.action == "run" and again.decision.attempt == 1 and again.run_id != first.run_id
 
 
-def test_a_silent_run_is_marked_stuck_then_timed_out_and_its_slot_freed(store: Database, reg: PipelineRegistry) -> None:
+def test_a_silent_run_is_marked_stuck_then_timed_out_and_its_slot_freed(
+    store: Database, reg: PipelineRegistry
+) -> None:
     a = _begin(store, reg, "publish", "v1", T0, account="42")
     _begin(store, reg, "publish", "v2", T0, account="42")
     assert sweep(store, reg, now=T0 + 70).stuck_runs == 2  # publish heartbeat timeout is 120 s
@@ -228,21 +248,27 @@ def test_a_silent_run_is_marked_stuck_then_timed_out_and_its_slot_freed(store: D
     assert _begin(store, reg, "publish", "v3", T0 + 126, account="42").decision.action == "run"
 
 
-def test_an_expired_lease_frees_its_slot_even_before_the_watchdog_runs(store: Database, reg: PipelineRegistry) -> None:
+def test_an_expired_lease_frees_its_slot_even_before_the_watchdog_runs(
+    store: Database, reg: PipelineRegistry
+) -> None:
     _begin(store, reg, "publish", "v1", T0, account="42")
     _begin(store, reg, "publish", "v2", T0, account="42")
     assert _begin(store, reg, "publish", "v3", T0 + 60, account="42").decision.action == "wait"
     assert _begin(store, reg, "publish", "v3", T0 + 121, account="42").decision.action == "run"
 
 
-def test_a_redelivery_after_a_crash_times_the_dead_run_out_and_retries(store: Database, reg: PipelineRegistry) -> None:
+def test_a_redelivery_after_a_crash_times_the_dead_run_out_and_retries(
+    store: Database, reg: PipelineRegistry
+) -> None:
     _begin(store, reg, "download", "v1", T0)
     later = _begin(store, reg, "download", "v1", T0 + 61 + 600)
     assert later.decision.action == "run" and later.decision.attempt == 2
     assert "run.timed_out" in _types(_item(store, "v1"))
 
 
-def test_a_runaway_is_told_to_stop_then_timed_out_if_it_does_not(store: Database, reg: PipelineRegistry) -> None:
+def test_a_runaway_is_told_to_stop_then_timed_out_if_it_does_not(
+    store: Database, reg: PipelineRegistry
+) -> None:
     run = _begin(store, reg, "webhook", "v1", T0)  # webhook: timeout 30 s, heartbeat timeout 30 s
     assert heartbeat(store, reg, [BeatReport(run.run_id)], now=T0 + 20).answers[0].action == "continue"
     (answer,) = heartbeat(store, reg, [BeatReport(run.run_id)], now=T0 + 31).answers
@@ -260,7 +286,9 @@ def test_a_runaway_that_stops_counts_as_a_timed_out_attempt(store: Database, reg
     assert done.next == "retry"
 
 
-def test_items_overstaying_a_dwell_slo_are_marked_stuck_with_the_rule(store: Database, reg: PipelineRegistry) -> None:
+def test_items_overstaying_a_dwell_slo_are_marked_stuck_with_the_rule(
+    store: Database, reg: PipelineRegistry
+) -> None:
     run = _begin(store, reg, "process", "v1", T0)
     complete(store, reg, run.run_id, "succeeded", now=T0 + 10)
     assert _item(store, "v1")["status"] == "ready_to_publish"

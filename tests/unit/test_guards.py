@@ -24,7 +24,9 @@ from stagewatch.domain.guards.retry import after_failure, backoff, is_retryable,
 from stagewatch.domain.pipeline import StagePolicy
 
 NOW = 1_800_000_000.0
-POLICY = StagePolicy("publish", max_attempts=3, backoff_initial=5, backoff_max=60, depends_on=("instagram-api",))
+POLICY = StagePolicy(
+    "publish", max_attempts=3, backoff_initial=5, backoff_max=60, depends_on=("instagram-api",)
+)
 
 
 def snap(**fields: object) -> Snapshot:
@@ -132,7 +134,10 @@ def test_a_needed_dependency_down_makes_begin_wait_naming_it_and_since_when() ->
 
 
 def test_unknown_or_healthy_or_unneeded_dependencies_do_not_block() -> None:
-    assert dependency_health(snap(dependencies={"instagram-api": DependencyState("instagram-api", "up")})) is None
+    assert (
+        dependency_health(snap(dependencies={"instagram-api": DependencyState("instagram-api", "up")}))
+        is None
+    )
     assert dependency_health(snap(dependencies={"instagram-api": DependencyState("instagram-api")})) is None
     assert dependency_health(snap(dependencies={"storage": DependencyState("storage", "down")})) is None
 

@@ -108,7 +108,9 @@ async def bulk_cancel(body: BulkCancelBody, ctx: Ctx, who: Operator) -> dict[str
         return {"dry_run": True, "count": len(ids)}
     filter_params = body.filter.model_dump(exclude_none=True, mode="json")
     done = await run_in_threadpool(
-        lambda: operate.cancel_items(ctx.db, ctx.registry, ids, body.reason, _actor(who), bulk_filter=filter_params)
+        lambda: operate.cancel_items(
+            ctx.db, ctx.registry, ids, body.reason, _actor(who), bulk_filter=filter_params
+        )
     )
     return {"dry_run": False, "count": len(done)}
 
@@ -121,17 +123,30 @@ def _matching_items(ctx: Any, where: ItemFilter) -> list[str]:
     return ids
 
 
-@router.post("/v1/items/{item_id:path}/cancel", summary="Cancel one item: refused at begin, stopped at its next heartbeat")
+@router.post(
+    "/v1/items/{item_id:path}/cancel",
+    summary="Cancel one item: refused at begin, stopped at its next heartbeat",
+)
 async def cancel_item(item_id: str, body: CancelBody, ctx: Ctx, who: Operator) -> dict[str, Any]:
-    done = await run_in_threadpool(operate.cancel_items, ctx.db, ctx.registry, [item_id], body.reason, _actor(who))
+    done = await run_in_threadpool(
+        operate.cancel_items, ctx.db, ctx.registry, [item_id], body.reason, _actor(who)
+    )
     return {"item_id": item_id, "cancelled": bool(done)}
 
 
-@router.post("/v1/items/{item_id:path}/resume", summary="Lift a cancel, re-arm a stage and those after it, re-deliver")
+@router.post(
+    "/v1/items/{item_id:path}/resume", summary="Lift a cancel, re-arm a stage and those after it, re-deliver"
+)
 async def resume_item(item_id: str, body: ResumeBody, ctx: Ctx, who: Operator) -> dict[str, Any]:
     return await run_in_threadpool(
         lambda: operate.resume_item(
-            ctx.db, ctx.registry, item_id, body.from_stage, body.reason, _actor(who), deliver_payload=body.deliver
+            ctx.db,
+            ctx.registry,
+            item_id,
+            body.from_stage,
+            body.reason,
+            _actor(who),
+            deliver_payload=body.deliver,
         )
     )
 
@@ -189,14 +204,18 @@ def _letter_ids(ctx: Any, body: DlqActionBody) -> list[int]:
         return control.dead_letter_ids(conn, **where)
 
 
-@router.post("/v1/dlq/replay", summary="Re-arm and re-deliver dead letters (by ids or filter; dry_run counts)")
+@router.post(
+    "/v1/dlq/replay", summary="Re-arm and re-deliver dead letters (by ids or filter; dry_run counts)"
+)
 async def replay(body: DlqActionBody, ctx: Ctx, who: Operator) -> dict[str, Any]:
     ids = await run_in_threadpool(_letter_ids, ctx, body)
     if body.dry_run:
         return {"dry_run": True, "count": len(ids)}
     bulk = body.filter.model_dump(exclude_none=True, mode="json") if body.filter else None
     results = await run_in_threadpool(
-        lambda: operate.replay_dead_letters(ctx.db, ctx.registry, ids, body.reason, _actor(who), bulk_filter=bulk)
+        lambda: operate.replay_dead_letters(
+            ctx.db, ctx.registry, ids, body.reason, _actor(who), bulk_filter=bulk
+        )
     )
     return {"dry_run": False, "count": len(results), "replayed": results}
 

@@ -69,14 +69,20 @@ class StopBody(BaseModel):
     reason: str = Field(min_length=1, max_length=10_000)
 
 
-@router.post("/v1/runs/begin", summary="Ask whether a run may go ahead: run, skip, wait, dead_letter or abort")
+@router.post(
+    "/v1/runs/begin", summary="Ask whether a run may go ahead: run, skip, wait, dead_letter or abort"
+)
 async def post_begin(body: BeginBody, ctx: Ctx, who: Ingester) -> dict[str, Any]:
     pipeline = ctx.registry.get(body.pipeline)
     if pipeline is None:
-        raise InvalidShape(f"unknown pipeline {body.pipeline!r}; configured: {', '.join(ctx.registry.names())}", field="pipeline")
-    if not pipeline.has_stage(body.stage):
         raise InvalidShape(
-            f"stage {body.stage!r} is not in pipeline {pipeline.name!r} (stages: {', '.join(pipeline.stage_names)})",
+            f"unknown pipeline {body.pipeline!r}; configured: {', '.join(ctx.registry.names())}",
+            field="pipeline",
+        )
+    if not pipeline.has_stage(body.stage):
+        stages = ", ".join(pipeline.stage_names)
+        raise InvalidShape(
+            f"stage {body.stage!r} is not in pipeline {pipeline.name!r} (stages: {stages})",
             field="stage",
         )
     request = BeginRequest(**body.model_dump())
@@ -122,5 +128,7 @@ async def post_complete(run_id: str, body: CompleteBody, ctx: Ctx, who: Ingester
 
 
 @router.post("/v1/runs/{run_id:path}/stop", summary="Tell a running run to stop at its next heartbeat")
-async def post_stop(run_id: str, ctx: Ctx, who: Operator, body: Annotated[StopBody, Body()]) -> dict[str, Any]:
+async def post_stop(
+    run_id: str, ctx: Ctx, who: Operator, body: Annotated[StopBody, Body()]
+) -> dict[str, Any]:
     return await run_in_threadpool(stop_run, ctx.db, run_id, body.reason, Actor(who.name, who.source))

@@ -333,7 +333,9 @@ def overstaying_items(
     i = items.c
     query = (
         select(i.item_id, i.status_since)
-        .where(i.status == status, i.stage == stage, i.status_since < before, i.pipeline == pipeline, ~i.stuck)
+        .where(
+            i.status == status, i.stage == stage, i.status_since < before, i.pipeline == pipeline, ~i.stuck
+        )
         .limit(limit)
     )
     return [dict(row) for row in conn.execute(query).mappings()]

@@ -37,9 +37,7 @@ class FailureVerdict:
     reason: str
 
 
-def after_failure(
-    policy: StagePolicy, attempts: int, error: Mapping[str, Any] | None
-) -> FailureVerdict:
+def after_failure(policy: StagePolicy, attempts: int, error: Mapping[str, Any] | None) -> FailureVerdict:
     """Whether a work that failed ``attempts`` times, the last time with ``error``, may try again."""
     if not is_retryable(policy, error):
         return FailureVerdict(False, f"permanent error: {describe(error)}")

@@ -171,9 +171,9 @@ def resume_item(
         item = _item_or_404(conn, item_id)
         pipeline = registry.require(item.pipeline)
         if not pipeline.has_stage(from_stage):
+            stages = ", ".join(pipeline.stage_names)
             raise InvalidShape(
-                f"stage {from_stage!r} is not in pipeline {pipeline.name!r} ({', '.join(pipeline.stage_names)})",
-                field="from_stage",
+                f"stage {from_stage!r} is not in pipeline {pipeline.name!r} ({stages})", field="from_stage"
             )
         later = {s for s in pipeline.stage_names if pipeline.index_of(s) >= pipeline.index_of(from_stage)}
         rows = [row for row in control.works_of_item(conn, item_id) if row["stage"] in later]

@@ -88,7 +88,8 @@ def _watch_live(conn: Connection, registry: PipelineRegistry, now: float, report
             report.stopped += 1
         if silent > policy.heartbeat_timeout / 2 and not lease["stuck"]:
             control.mark_lease_stuck(conn, lease["run_id"])
-            why = f"no heartbeat for {silent:.0f}s from run {lease['run_id']} (timeout {policy.heartbeat_timeout:g}s)"
+            timeout = policy.heartbeat_timeout
+            why = f"no heartbeat for {silent:.0f}s from run {lease['run_id']} (timeout {timeout:g}s)"
             control.mark_item_stuck(conn, lease["item_id"], why)
             report.stuck_runs += 1
     return events
