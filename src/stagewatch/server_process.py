@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,7 @@ def launch(
     extra: Sequence[str] = (),
     cwd: Path | None = None,
     isolated: bool = False,
+    env_overrides: Mapping[str, str] | None = None,
 ) -> ServerProcess:
     """Start ``stagewatch serve`` on ``port`` (default: a free one) without waiting for it.
 
@@ -115,6 +116,8 @@ def launch(
     env = None
     if isolated:
         env = {name: value for name, value in os.environ.items() if not name.startswith("STAGEWATCH_")}
+    if env_overrides:
+        env = {**(env if env is not None else os.environ), **env_overrides}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=isolated

@@ -79,7 +79,8 @@ class DemoRun:
         return self.item(video_id(SEED, index))
 
     def items(self) -> list[dict[str, Any]]:
-        page = query.list_items(self.db, ItemFilter(), None, 500)
+        """The stream's videos (not the viral account's posts from earlier in the day)."""
+        page = query.list_items(self.db, ItemFilter(id_prefix="vid-"), None, 500)
         items: list[dict[str, Any]] = page["items"]
         return items
 
@@ -120,7 +121,7 @@ def test_a_busy_port_and_a_duration_still_make_a_clean_short_demo(tmp_path: Path
     assert re.search(r"^\[\s*\d+s\] submitted \d+/40 \|", done.stdout, re.M), "plain progress lines"
     db = open_database(f"sqlite:///{tmp_path / 'short.db'}")
     try:
-        assert 0 < len(query.list_items(db, ItemFilter(), None, 500)["items"]) < 40
+        assert 0 < len(query.list_items(db, ItemFilter(id_prefix="vid-"), None, 500)["items"]) < 40
     finally:
         db.dispose()
 
@@ -129,11 +130,20 @@ def test_a_busy_port_and_a_duration_still_make_a_clean_short_demo(tmp_path: Path
 def test_the_banner_says_where_to_look_and_the_summary_names_the_stories(demo: DemoRun) -> None:
     out = demo.output
     assert "/docs" in out and "/v1/summary" in out and str(demo.db_path) in out
-    assert "token" in out and "not needed yet" in out
+    assert re.search(r"token\s+sw_\S+\s+\(admin", out) and "export STAGEWATCH_TOKEN=sw_" in out
     assert f"stagewatch status {video_id(SEED, 0)}" in out and "stagewatch items --status failed" in out
     assert "Demo stopped after" in out and "every video finished" in out
-    for fault in (Fault.DOWNLOAD_404, Fault.RATE_LIMIT, Fault.RUNAWAY, Fault.WORKER_KILLED):
+    for fault in (
+        Fault.DOWNLOAD_404,
+        Fault.RATE_LIMIT,
+        Fault.RUNAWAY,
+        Fault.WORKER_KILLED,
+        Fault.PUBLISH_QUOTA,
+    ):
         assert video_id(SEED, plan_faults(VIDEOS, SEED).videos_with(fault)[0]) in out
+    assert "dead-lettered at download (replay: stagewatch dlq replay --item" in out
+    assert "waiting at publish: rate publish account:acct-viral 50/50 per 1d" in out
+    assert "process stopped as a runaway, then retried" in out
     assert re.search(r"Videos by status \(from the server\):.*published \d+", out)
 
 
@@ -166,9 +176,10 @@ def test_a_published_video_counts_its_costs(demo: DemoRun) -> None:
 
 
 @pytest.mark.slow
-def test_a_download_404_fails_at_download_at_once(demo: DemoRun) -> None:
+def test_a_download_404_is_dead_lettered_at_download_at_once(demo: DemoRun) -> None:
     item = demo.video_with(Fault.DOWNLOAD_404)
-    assert (item["status"], item["stage"]) == ("failed", "download")
+    assert (item["status"], item["stage"]) == ("dead_lettered", "download")
+    assert item["status_reason"].startswith("permanent error: httpx.HTTPStatusError")
     [run] = runs_of(item, "download")
     assert run["error"]["type"] == "httpx.HTTPStatusError" and "404 Not Found" in run["error"]["message"]
     assert run["error"]["retryable"] is False
@@ -186,13 +197,14 @@ def test_a_download_timeout_is_retried_and_the_video_goes_on(demo: DemoRun) -> N
 
 
 @pytest.mark.slow
-def test_an_ffmpeg_crash_fails_every_delivery_attempt_and_stops_at_three(demo: DemoRun) -> None:
+def test_an_ffmpeg_crash_fails_every_attempt_and_is_dead_lettered_after_three(demo: DemoRun) -> None:
     item = demo.video_with(Fault.FFMPEG_CRASH)
     runs = runs_of(item, "process")
     assert [run["attempt"] for run in runs] == [1, 2, 3]
     assert all(run["status"] == "failed" and "moov atom not found" in run["error"]["message"] for run in runs)
     assert runs[0]["error"]["type"].endswith("FfmpegError")
-    assert (item["status"], item["stage"], item["attempts"]) == ("failed", "process", 3)
+    assert (item["status"], item["stage"], item["attempts"]) == ("dead_lettered", "process", 3)
+    assert item["status_reason"].startswith("attempts exhausted (3 of 3)")
 
 
 @pytest.mark.slow
@@ -218,7 +230,7 @@ def test_a_container_in_error_fails_the_publish_without_retry(demo: DemoRun) -> 
     item = demo.video_with(Fault.CONTAINER_ERROR)
     [run] = runs_of(item, "publish")
     assert "status_code ERROR" in run["error"]["message"] and run["error"]["retryable"] is False
-    assert (item["status"], item["stage"]) == ("failed", "publish")
+    assert (item["status"], item["stage"]) == ("dead_lettered", "publish")
 
 
 @pytest.mark.slow
@@ -230,28 +242,43 @@ def test_an_expired_container_is_replaced_by_a_new_one(demo: DemoRun) -> None:
 
 
 @pytest.mark.slow
-def test_the_killed_workers_run_stays_running_with_an_old_heartbeat(demo: DemoRun) -> None:
-    killed = runs_of(demo.video_with(Fault.WORKER_KILLED), "process")
-    runaway = runs_of(demo.video_with(Fault.RUNAWAY), "process")
-    assert [run["status"] for run in killed] == ["running"] and [r["status"] for r in runaway] == ["running"]
-    dead_beat, live_beat = seconds(killed[0]["heartbeat_at"]), seconds(runaway[0]["heartbeat_at"])
-    assert dead_beat > seconds(killed[0]["started_at"]), "the killed worker heartbeated before it died"
-    assert live_beat - dead_beat > 3, "the runaway went on heartbeating long after the killed worker stopped"
+def test_the_killed_workers_run_is_timed_out_after_its_heartbeats_stop(demo: DemoRun) -> None:
+    item = demo.video_with(Fault.WORKER_KILLED)
+    [killed] = runs_of(item, "process")
+    assert killed["status"] == "timed_out" and killed["error"]["type"] == "TimedOut"
+    assert "no heartbeat for" in killed["error"]["message"]
+    assert seconds(killed["heartbeat_at"]) > seconds(killed["started_at"]), "it heartbeated before it died"
+    assert seconds(killed["ended_at"]) - seconds(killed["heartbeat_at"]) >= 2, "timed out only after silence"
+    assert (item["status"], item["stage"]) == ("waiting", "process")
+    assert item["status_reason"].startswith("retry backoff before attempt 2")
 
 
 @pytest.mark.slow
-def test_the_runaway_run_is_still_running(demo: DemoRun) -> None:
+def test_the_runaway_run_is_stopped_then_retried_and_published(demo: DemoRun) -> None:
     item = demo.video_with(Fault.RUNAWAY)
-    assert (item["status"], item["stage"]) == ("running", "process")
-    [run] = runs_of(item, "process")
-    assert run["progress"] is not None and run["progress"] < 1
+    stopped, retried = runs_of(item, "process")
+    assert stopped["status"] == "cancelled" and stopped["progress"] < 1
+    cancelled = [e for e in item["history"] if e["type"] == "run.cancelled"]
+    assert "runaway: running" in cancelled[0]["note"] and "past its" in cancelled[0]["note"]
+    assert retried["status"] == "succeeded" and item["status"] == "published"
 
 
 @pytest.mark.slow
-def test_a_duplicate_webhook_delivery_shows_two_webhook_runs(demo: DemoRun) -> None:
+def test_a_spent_publish_quota_leaves_the_video_waiting_with_the_reason(demo: DemoRun) -> None:
+    item = demo.video_with(Fault.PUBLISH_QUOTA)
+    assert (item["status"], item["stage"], item["account"]) == ("waiting", "publish", "acct-viral")
+    assert item["status_reason"] == "rate publish account:acct-viral 50/50 per 1d"
+    assert runs_of(item, "publish") == [], "a waiting publish never started, so it never called Instagram"
+
+
+@pytest.mark.slow
+def test_a_duplicate_webhook_delivery_is_skipped_and_shows_in_the_history(demo: DemoRun) -> None:
     item = demo.video_with(Fault.DUPLICATE_WEBHOOK)
-    assert [run["status"] for run in runs_of(item, "webhook")] == ["succeeded", "succeeded"]
-    assert [entry["type"] for entry in item["history"]].count("item.created") == 2
+    assert [run["status"] for run in runs_of(item, "webhook")] == ["succeeded"]
+    types = [entry["type"] for entry in item["history"]]
+    assert types.count("item.created") == 2 and types.count("item.duplicate") == 1
+    duplicate = next(e for e in item["history"] if e["type"] == "item.duplicate")
+    assert duplicate["note"].startswith("already ")
     assert item["status"] == "published"
 
 
@@ -275,3 +302,35 @@ def test_stagewatch_status_tells_the_rate_limited_videos_story(demo: DemoRun, tm
 
 def seconds(iso_time: str) -> float:
     return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.slow
+def test_the_demo_token_replays_a_dead_letter_from_the_cli_and_it_is_audited(
+    demo: DemoRun, tmp_path: Path
+) -> None:
+    """Runs last: it changes the demo's database (the replayed video is queued again)."""
+    token = re.search(r"export STAGEWATCH_TOKEN=(sw_\S+)", demo.output)
+    assert token is not None
+    vid = video_id(SEED, plan_faults(VIDEOS, SEED).videos_with(Fault.DOWNLOAD_404)[0])
+    server = start_server(f"sqlite:///{demo.db_path}", tmp_path / "server.log", auth=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAGEWATCH_")} | {"COLUMNS": "200"}
+
+    def cli(*args: str, token_value: str | None = token.group(1)) -> subprocess.CompletedProcess[str]:
+        extra = {"STAGEWATCH_TOKEN": token_value} if token_value else {}
+        command = [sys.executable, "-m", "stagewatch", *args, "--url", server.url]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env | extra)
+
+    try:
+        refused = cli("dlq", "list", token_value=None)
+        assert refused.returncode == 1 and "401" in refused.stderr
+        listed = cli("dlq", "list", "--item", vid)
+        assert listed.returncode == 0 and vid in listed.stdout and "404 Not Found" in listed.stdout
+        replayed = cli("dlq", "replay", "--item", vid, "--yes", "--reason", "the CDN restored the file")
+        assert replayed.returncode == 0 and "replayed 1 dead letters" in replayed.stdout
+        shown = cli("status", vid)
+        assert re.search(r"^Status\s+queued\s+at stage download", shown.stdout, re.M), shown.stdout
+        audit = cli("audit", "--action", "dlq.replay", "--json")
+        assert audit.returncode == 0 and '"actor": "demo-admin"' in audit.stdout
+        assert "the CDN restored the file" in audit.stdout
+    finally:
+        stop_server(server)

@@ -22,6 +22,7 @@ def main(argv: list[str]) -> None:
     spec: dict[str, Any] = json.loads(argv[1])
     client = Client(
         spec["url"],
+        spec.get("token"),
         spool_dir=False,
         heartbeat_interval=0.5,
         flush_interval=0.1,

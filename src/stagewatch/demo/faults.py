@@ -27,6 +27,7 @@ class Fault(StrEnum):
     CONTAINER_ERROR = "container_error"
     CONTAINER_EXPIRED = "container_expired"
     DUPLICATE_WEBHOOK = "duplicate_webhook"
+    PUBLISH_QUOTA = "publish_quota"
 
 
 DESCRIPTIONS: Mapping[Fault, str] = {
@@ -40,6 +41,7 @@ DESCRIPTIONS: Mapping[Fault, str] = {
     Fault.CONTAINER_ERROR: "container status ERROR",
     Fault.CONTAINER_EXPIRED: "container EXPIRED (new container)",
     Fault.DUPLICATE_WEBHOOK: "duplicate webhook delivery",
+    Fault.PUBLISH_QUOTA: "account's daily publish quota spent",
 }
 
 # One of these per 200 videos at most: they never finish, so a few tell the story.

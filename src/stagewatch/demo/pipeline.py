@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 
 from stagewatch import Client
+from stagewatch.demo.config import heartbeat_interval
 from stagewatch.demo.faults import FaultCounter, FaultPlan
 from stagewatch.demo.pubsub import Subscription
 from stagewatch.demo.world import Clock, Job, Ledger, SeenTable, Submission, Video, WorkQueue
@@ -16,6 +17,9 @@ from stagewatch.domain.pipeline import instagram_preset
 
 PIPELINE = "instagram"
 MAX_ATTEMPTS = {stage.name: stage.max_attempts for stage in instagram_preset().stages}
+# Pub/Sub's own delivery limit stays above the stage's attempts: the control plane decides when a message
+# is dead-lettered (it answers dead_letter, which the worker acks), not the subscription.
+PUBSUB_MAX_DELIVERIES = 20
 # Where each stage runs: (Cloud Run service, revision), as K_SERVICE and K_REVISION would say.
 DEPLOYMENTS = {
     "webhook": ("webhook-receiver", "webhook-receiver-00007-q2x"),
@@ -34,10 +38,11 @@ class Service:
     client: Client
 
 
-def make_service(stage: str, url: str, heartbeat_interval: float) -> Service:
+def make_service(stage: str, url: str, token: str | None, heartbeat_interval: float) -> Service:
     name, revision = DEPLOYMENTS[stage]
     client = Client(
         url,
+        token,
         pipeline=PIPELINE,
         worker=name,
         revision=revision,
@@ -59,12 +64,11 @@ class Services:
         return (self.webhook, self.downloader, self.worker, self.publisher)
 
 
-def make_services(url: str, speed: float) -> Services:
+def make_services(url: str, token: str | None, speed: float) -> Services:
     """The four services; heartbeats come every 5 simulated seconds (0.5 to 5 real seconds)."""
-    interval = min(5.0, max(0.5, 5.0 / speed))
-    return Services(
-        *(make_service(stage, url, interval) for stage in ("webhook", "download", "process", "publish"))
-    )
+    interval = heartbeat_interval(speed)
+    stages = ("webhook", "download", "process", "publish")
+    return Services(*(make_service(stage, url, token, interval) for stage in stages))
 
 
 class Children:
@@ -95,6 +99,7 @@ class World:
     """The simulated pipeline's shared state."""
 
     url: str
+    token: str | None
     seed: int
     clock: Clock
     plan: FaultPlan
@@ -104,8 +109,13 @@ class World:
     webhooks: WorkQueue[Submission] = field(default_factory=lambda: WorkQueue("webhook deliveries"))
     sources: WorkQueue[Job] = field(default_factory=lambda: WorkQueue("sources"))
     downloaded: WorkQueue[Job] = field(default_factory=lambda: WorkQueue("downloaded"))
-    subscription: Subscription = field(default_factory=lambda: Subscription(MAX_ATTEMPTS["process"]))
+    subscription: Subscription = field(default_factory=lambda: Subscription(PUBSUB_MAX_DELIVERIES))
     prepared: WorkQueue[Job] = field(default_factory=lambda: WorkQueue("preparedVideos"))
     source_rows: SeenTable = field(default_factory=SeenTable)
     videos: dict[str, Video] = field(default_factory=dict)
     children: Children = field(default_factory=Children)
+    # What the control plane did to a video on the way (a runaway stopped), for the final summary.
+    remarks: dict[str, str] = field(default_factory=dict)
+
+    def remark(self, video: Video, text: str) -> None:
+        self.remarks.setdefault(video.video_id, text)

@@ -1,87 +1,76 @@
-"""Attempts of one stage for one video, as an in-process worker makes them: each attempt is its own run
-(``attempt`` 1, 2, ...), a retryable failure waits a little and tries again up to the stage's
-``max_attempts``, and a permanent one stops at once, leaving the video ``failed``."""
+"""Attempts of one stage for one video, decided by the control plane: each attempt asks ``begin`` first
+(through the SDK's guarded ``client.stage``), so the server says whether to run, wait (a retry's backoff,
+a spent quota), skip a duplicate, or give up into the dead-letter queue. The worker only does what it is
+told; nothing here counts attempts or computes backoffs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
-from stagewatch import Run
-from stagewatch.demo.pipeline import MAX_ATTEMPTS, Service, World
+from stagewatch import Aborted, Cancelled, DeadLettered, Run, Skip, Wait
+from stagewatch.demo.faults import Fault
+from stagewatch.demo.pipeline import Service, World
 from stagewatch.demo.world import Job, Outcome
-from stagewatch.sdk import RunInterrupted
 
-# First wait before a retry, in simulated seconds; it doubles with each attempt.
-BACKOFF = {"download": 2.0, "enqueue": 0.5, "process": 3.0, "publish": 4.0}
-MAX_BACKOFF = 30.0
+# A wait longer than this (real seconds) parks the video: its message would come back long after the
+# demo ends (a spent daily quota waits for hours), so the demo records it as waiting and moves on.
+PARK_AFTER = 30.0
 
 Body = Callable[[Run], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
-    error: Exception
-    retryable: bool
+def run_guarded(
+    world: World, service: Service, stage: str, job: Job, body: Body, payload: Any = None
+) -> bool:
+    """Run ``body`` as ``stage`` of the job's video until it succeeds (True) or the control plane ends
+    its story here (False: dead-lettered, parked waiting, skipped, cancelled)."""
+    video = job.video
+    while True:
+        try:
+            with service.client.stage(
+                stage, video.video_id, account=video.account, scenario=video.scenario,
+                traceparent=job.traceparent, payload=payload,
+            ) as run:  # fmt: skip
+                body(run)
+            return True
+        except Wait as wait:
+            if not wait_or_park(world, service, stage, job, wait):
+                return False
+        except DeadLettered as dead:
+            log_for(service, job, stage, "error", f"{stage} is in the dead-letter queue: {dead}")
+            world.ledger.settle(video, Outcome.DEAD_LETTERED, stage, str(dead))
+            return False
+        except Skip as skip:
+            log_for(service, job, stage, "warning", f"{stage} skipped as a duplicate: {skip}")
+            return False
+        except Aborted as aborted:
+            world.ledger.settle(video, Outcome.CANCELLED, stage, str(aborted))
+            return False
+        except Cancelled as stop:
+            if not is_runaway(stop):
+                raise  # the demo is stopping, or an operator stopped the run: nothing more to do here
+            world.remark(video, f"{stage} stopped as a runaway, then retried")
+        except Exception as error:  # reported by the SDK; the next begin says wait, or dead-letter
+            log_for(
+                service, job, stage, "warning", f"{stage} attempt failed: {type(error).__name__}: {error}"
+            )
 
-    def describe(self) -> str:
-        return f"{type(self.error).__name__}: {self.error}"
 
-
-def backoff(stage: str, attempt: int) -> float:
-    """Simulated seconds to wait after failed ``attempt``."""
-    return min(MAX_BACKOFF, BACKOFF.get(stage, 1.0) * 2.0 ** (attempt - 1))
-
-
-def is_retryable(error: BaseException, decided: bool | None) -> bool:
-    """The run's own verdict if the code gave one, else the error's ``retryable`` or ``is_transient``
-    flag, else yes (an unknown failure is worth one more try)."""
-    if decided is not None:
-        return decided
-    for name in ("retryable", "is_transient"):
-        value = getattr(error, name, None)
-        if isinstance(value, bool):
-            return value
+def wait_or_park(world: World, service: Service, stage: str, job: Job, wait: Wait) -> bool:
+    """Wait as told and say True (try again), or park the video if the wait outlasts the demo."""
+    if wait.retry_after > PARK_AFTER:
+        if job.video.fault is Fault.PUBLISH_QUOTA:
+            world.faults.hit(Fault.PUBLISH_QUOTA, job.video.video_id)
+        log_for(service, job, stage, "warning", f"{stage} must wait {wait.retry_after:.0f}s: {wait.reason}")
+        world.ledger.settle(job.video, Outcome.WAITING, stage, wait.reason)
+        return False
+    world.clock.sleep_real(wait.retry_after)
     return True
 
 
-def run_with_retries(world: World, service: Service, stage: str, job: Job, body: Body) -> bool:
-    """Run ``body`` as ``stage`` of the job's video until it succeeds (True) or must stop (False)."""
-    limit = MAX_ATTEMPTS[stage]
-    for attempt in range(1, limit + 1):
-        failure = attempt_once(service, stage, job, attempt, body)
-        if failure is None:
-            return True
-        if not failure.retryable or attempt == limit:
-            give_up(world, service, stage, job, attempt, failure)
-            return False
-        delay = backoff(stage, attempt)
-        text = f"{stage} attempt {attempt} of {limit} failed; retrying in {delay:g}s: {failure.describe()}"
-        log_for(service, job, stage, "warning", text)
-        world.clock.sleep(delay)
-    return False
-
-
-def attempt_once(service: Service, stage: str, job: Job, attempt: int, body: Body) -> Failure | None:
-    """One attempt, reported as one run; the failure if it failed."""
-    video, run = job.video, None
-    try:
-        with service.client.stage(
-            stage, video.video_id, account=video.account, scenario=video.scenario, attempt=attempt,
-            traceparent=job.traceparent,
-        ) as run:  # fmt: skip
-            body(run)
-    except RunInterrupted:
-        raise
-    except Exception as error:
-        return Failure(error, is_retryable(error, run.retryable if run is not None else None))
-    return None
-
-
-def give_up(world: World, service: Service, stage: str, job: Job, attempt: int, failure: Failure) -> None:
-    why = "a permanent error" if not failure.retryable else f"{attempt} attempts, the most allowed"
-    log_for(service, job, stage, "error", f"{stage} gave up after {why}: {failure.describe()}")
-    world.ledger.settle(job.video, Outcome.FAILED, stage)
+def is_runaway(stop: Cancelled) -> bool:
+    return str(stop).startswith("runaway")
 
 
 def log_for(service: Service, job: Job, stage: str, level: str, message: str) -> None:

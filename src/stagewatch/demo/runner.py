@@ -18,13 +18,14 @@ from rich.console import Console
 from stagewatch.cli.client import ClientError, StagewatchClient
 from stagewatch.demo import report
 from stagewatch.demo.cloudrun import consume
+from stagewatch.demo.config import QUOTA
 from stagewatch.demo.display import LiveView, Snapshot
 from stagewatch.demo.faults import Fault, fault_counts, plan_faults
 from stagewatch.demo.pipeline import World, make_services
 from stagewatch.demo.pools import StagePool, pool_size
-from stagewatch.demo.server import DemoServer, free_port, port_is_free, start_server
+from stagewatch.demo.server import DemoServer, demo_token, free_port, port_is_free, start_server
 from stagewatch.demo.workers import download, enqueue, publish, receive_webhook
-from stagewatch.demo.world import Clock, Submission, Video, make_video
+from stagewatch.demo.world import VIRAL_ACCOUNT, Clock, Submission, Video, make_video
 
 REFRESH = 0.5
 # Real seconds in-flight videos get to finish after a stop (Ctrl-C, --duration): 15 simulated seconds,
@@ -60,13 +61,14 @@ def run_demo(options: DemoOptions, console: Console) -> int:
     db_path = options.db.resolve() if options.db else workdir / "stagewatch.db"
     if db_path.exists():
         console.print(f"note: {db_path} exists already; the demo adds its videos to it", markup=False)
-    server = start_server(port, db_path, workdir)
+    token = demo_token(db_path)
+    server = start_server(port, db_path, workdir, options.speed)
     try:
         server.wait_healthy()
         seed = options.seed if options.seed is not None else random.randrange(1000, 100_000)
         info = report.DemoInfo(
             url=server.url, requested_port=options.port, port=port, db_path=db_path, workdir=workdir,
-            seed=seed, videos=options.videos, rate=options.rate, speed=options.speed,
+            seed=seed, videos=options.videos, rate=options.rate, speed=options.speed, token=token,
         )  # fmt: skip
         report.banner(console, info)
         send_sdk_logs_to(workdir / "workers.log")
@@ -92,16 +94,17 @@ class Demo:
     def __init__(self, options: DemoOptions, info: report.DemoInfo, server: DemoServer, console: Console):
         self.options, self.info, self.server, self.console = options, info, server, console
         self.plan = plan_faults(options.videos, info.seed)
-        self.world = World(
-            server.url, info.seed, Clock(options.speed), self.plan, make_services(server.url, options.speed)
-        )
+        services = make_services(server.url, info.token, options.speed)
+        self.world = World(server.url, info.token, info.seed, Clock(options.speed), self.plan, services)
         self.pools = make_pools(self.world, options)
         self.stop_producing = threading.Event()
-        self.api = StagewatchClient(server.url, timeout=2)
+        self.api = StagewatchClient(server.url, info.token, timeout=2)
         self.started = time.monotonic()
 
     def run(self) -> None:
         """Start the workers and the stream, show it, wind down, report, then keep serving or return."""
+        if self.plan.videos_with(Fault.PUBLISH_QUOTA):
+            spend_quota(self.world)
         for pool in self.pools:
             pool.start()
         threading.Thread(target=self.produce, name="demo-producer", daemon=True).start()
@@ -111,7 +114,9 @@ class Demo:
                 self.wind_down(view)
                 view.update(self.snapshot(), last=True)
             elapsed = time.monotonic() - self.started
-            report.final_summary(self.console, self.info, self.plan, self.world.ledger, why, elapsed)
+            report.final_summary(
+                self.console, self.info, self.plan, self.world.ledger, self.world.remarks, why, elapsed
+            )
             self.finish()
         finally:
             for service in self.world.services.all():
@@ -154,7 +159,7 @@ class Demo:
 
     def wind_down(self, view: LiveView) -> None:
         """Stop submitting, give in-flight videos a few seconds, then stop the workers (in-flight runs are
-        reported cancelled; the runaway goes on) and send everything the SDK still holds."""
+        reported cancelled) and send everything the SDK still holds."""
         self.stop_producing.set()
         with contextlib.suppress(KeyboardInterrupt):
             self.grace_period(view)
@@ -186,8 +191,8 @@ class Demo:
             )
             return
         self.console.print(
-            f"\nThe server keeps running at {self.info.url}/ (the runaway run still "
-            "heartbeats there). Ctrl-C stops it.",
+            f"\nThe server keeps running at {self.info.url}/ : look around, cancel, replay "
+            "(the token above is an admin's). Ctrl-C stops it.",
             markup=False,
             highlight=False,
         )
@@ -208,6 +213,16 @@ class Demo:
             planned={fault: n for fault, n in fault_counts(self.options.videos).items() if n},
             workers={pool.stage: (pool.busy, pool.size) for pool in self.pools},
         )
+
+
+def spend_quota(world: World) -> None:
+    """The viral account already published Instagram's daily maximum before the demo began (from another
+    tool, through the same guarded publish stage), so its videos in the stream wait for the quota."""
+    client = world.services.publisher.client
+    for number in range(1, QUOTA + 1):
+        with client.stage("publish", f"{VIRAL_ACCOUNT}-earlier-post-{number:02d}", account=VIRAL_ACCOUNT):
+            pass
+    client.flush(10)
 
 
 def fetch_summary(api: StagewatchClient) -> dict[str, Any] | None:

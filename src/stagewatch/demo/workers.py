@@ -1,7 +1,8 @@
 """One function per stage worker of the simulated pipeline, each reporting through the SDK the way a
 real worker would: ``client.item_created`` at the webhook, ``with client.stage(...) as run`` around the
-work, progress, costs and logs on the run, and the trace carried to the next stage in its ``traceparent``
-(a column of the row, or the ``googclient_traceparent`` attribute of the Pub/Sub message)."""
+work (a guarded run: the control plane decides first whether it may run), progress, costs and logs on
+the run, and the trace carried to the next stage in its ``traceparent`` (a column of the row, or the
+``googclient_traceparent`` attribute of the Pub/Sub message)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import threading
 from functools import partial
 from typing import NoReturn
 
-from stagewatch import Run
+from stagewatch import Run, Skip
 from stagewatch.demo import media
 from stagewatch.demo.faults import Fault
 from stagewatch.demo.instagram import ContainerStatusError, GraphApi, InstagramApiError, status_detail
 from stagewatch.demo.pipeline import World
-from stagewatch.demo.retries import run_with_retries
+from stagewatch.demo.retries import log_for, run_guarded
 from stagewatch.demo.world import Job, Outcome, Submission, Video
 
 TOPIC = "projects/demo-project/topics/videos-to-process"
@@ -25,16 +26,27 @@ BUCKET = "gs://demo-videos"
 
 
 def receive_webhook(world: World, submission: Submission) -> None:
-    """The webhook endpoint: record the submitted video, then write its row in ``sources``."""
-    video, client = submission.video, world.services.webhook.client
-    client.item_created(
+    """The webhook endpoint: record the submitted video, then write its row in ``sources``. A second
+    delivery of the same video is refused by the control plane (``skip``: already running or done)."""
+    video, service = submission.video, world.services.webhook
+    service.client.item_created(
         video.video_id, source=video.source, actor=video.actor, params=video.params(),
         account=video.account, scenario=video.scenario,
     )  # fmt: skip
-    with client.stage("webhook", video.video_id, account=video.account, scenario=video.scenario) as run:
-        run.log.info("webhook delivery %d of %s from %s", submission.delivery, video.video_id, video.source)
-        world.clock.sleep(video.uniform(0.1, 0.4) + 0.3 * (submission.delivery - 1))
-        write_source_row(world, run, submission)
+    try:
+        with service.client.stage(
+            "webhook", video.video_id, account=video.account, scenario=video.scenario,
+            payload=video.params(),
+        ) as run:  # fmt: skip
+            run.log.info(
+                "webhook delivery %d of %s from %s", submission.delivery, video.video_id, video.source
+            )
+            world.clock.sleep(video.uniform(0.1, 0.4))
+            write_source_row(world, run, submission)
+    except Skip as duplicate:
+        world.faults.hit(Fault.DUPLICATE_WEBHOOK, video.video_id)
+        text = f"webhook delivery {submission.delivery} of {video.video_id} skipped: {duplicate}"
+        log_for(service, Job(video, ""), "webhook", "warning", text)
 
 
 def write_source_row(world: World, run: Run, submission: Submission) -> None:
@@ -53,8 +65,10 @@ def write_source_row(world: World, run: Run, submission: Submission) -> None:
 
 
 def download(world: World, job: Job) -> None:
-    """The downloader: fetch the source file to storage, retrying timeouts, never a 404."""
-    run_with_retries(world, world.services.downloader, "download", job, partial(fetch, world, job))
+    """The downloader: fetch the source file to storage; the control plane retries timeouts, and
+    dead-letters a 404 at once (the worker says it is not retryable)."""
+    payload = {"video_id": job.video.video_id, "source_url": job.video.source_url}
+    run_guarded(world, world.services.downloader, "download", job, partial(fetch, world, job), payload)
 
 
 def fetch(world: World, job: Job, run: Run) -> None:
@@ -90,7 +104,7 @@ def cdn_stalls(world: World, run: Run, video: Video) -> NoReturn:
 
 def enqueue(world: World, job: Job) -> None:
     """Publish the Pub/Sub message the Cloud Run worker is pushed, with the trace in its attributes."""
-    run_with_retries(world, world.services.downloader, "enqueue", job, partial(publish_message, world, job))
+    run_guarded(world, world.services.downloader, "enqueue", job, partial(publish_message, world, job))
 
 
 def publish_message(world: World, job: Job, run: Run) -> None:
@@ -142,7 +156,7 @@ def meet_trouble(world: World, run: Run, video: Video, total: float) -> float:
     Returns the time the transcode takes."""
     if video.fault is Fault.FFMPEG_CRASH:
         ffmpeg_crashes(world, run, video)
-    if video.fault is Fault.RUNAWAY:
+    if video.fault is Fault.RUNAWAY and run.attempt == 1:
         run_away(world, run, video)
     if video.fault is Fault.MEMORY_HOG:
         return eat_memory(world, run, video, total)
@@ -167,14 +181,17 @@ def ffmpeg_crashes(world: World, run: Run, video: Video) -> None:
 
 
 def run_away(world: World, run: Run, video: Video) -> NoReturn:
-    """ffmpeg stops making progress but never exits: the run heartbeats and costs money forever."""
+    """ffmpeg stops making progress but never exits: the run would heartbeat and cost money forever,
+    until the control plane answers a heartbeat past the stage's timeout with stop, and the next
+    ``run.progress`` raises ``Cancelled``."""
     world.faults.hit(Fault.RUNAWAY, video.video_id)
-    world.ledger.settle(video, Outcome.RUNAWAY, "process")
     run.progress(0.42, note="transcoding pass 2 of 4")
     run.log.warning("ffmpeg stopped making progress at frame 1843 (pass 2 of 4) but is still running")
     stalled, waited = threading.Event(), 0  # never set: nothing stops a stuck process by itself
     while True:
-        stalled.wait(world.clock.real(30))
+        for _ in range(30):  # the frame loop asks between frames whether to go on
+            stalled.wait(world.clock.real(1))
+            run.check()
         waited += 30
         run.progress(0.42, note=f"transcoding pass 2 of 4: no progress for {waited} s")
         run.add_cost("cloud_run_vcpu_seconds", 60.0)
@@ -187,7 +204,8 @@ def run_away(world: World, run: Run, video: Video) -> NoReturn:
 def publish(world: World, job: Job) -> None:
     """The publisher: media container, ``status_code`` polling, ``media_publish``."""
     publisher = world.services.publisher
-    if run_with_retries(world, publisher, "publish", job, partial(post_to_instagram, world, job.video)):
+    payload = {"video_id": job.video.video_id, "account": job.video.account}
+    if run_guarded(world, publisher, "publish", job, partial(post_to_instagram, world, job.video), payload):
         world.ledger.settle(job.video, Outcome.PUBLISHED, "publish")
 
 

@@ -18,6 +18,8 @@ from stagewatch import Cancelled
 from stagewatch.demo.faults import Fault, FaultPlan
 
 ACCOUNTS = ("acct-bakery", "acct-travel", "acct-fitness", "acct-music", "acct-news")
+# The account that already published its 50 posts of the day before the demo began: its videos wait.
+VIRAL_ACCOUNT = "acct-viral"
 SCENARIOS = ("reels", "stories", "feed")
 _SCENARIO_WEIGHTS = (5, 3, 2)
 _ID_ALPHABET = "0123456789abcdefghijkmnpqrstuvwxyz"
@@ -79,7 +81,7 @@ def make_video(seed: int, index: int, plan: FaultPlan) -> Video:
     return Video(
         index=index,
         video_id=video_id(seed, index),
-        account=rng.choice(ACCOUNTS),
+        account=VIRAL_ACCOUNT if plan.fault_of(index) is Fault.PUBLISH_QUOTA else rng.choice(ACCOUNTS),
         scenario=rng.choices(SCENARIOS, _SCENARIO_WEIGHTS)[0],
         duration_s=rng.randint(6, 60),
         size_mb=round(rng.uniform(8, 60), 1),
@@ -101,7 +103,11 @@ class Clock:
         return seconds / self.speed
 
     def sleep(self, seconds: float) -> None:
-        if self.halted.wait(self.real(seconds)):
+        self.sleep_real(self.real(seconds))
+
+    def sleep_real(self, seconds: float) -> None:
+        """Wait ``seconds`` of real time (a wait the control plane asked for)."""
+        if self.halted.wait(seconds):
             raise Cancelled("the demo stopped before this run finished")
 
     def halt(self) -> None:
@@ -113,8 +119,10 @@ class Outcome(StrEnum):
 
     PUBLISHED = "published"
     FAILED = "failed"
-    RUNAWAY = "runaway (still running)"
-    WORKER_KILLED = "worker killed (still running)"
+    DEAD_LETTERED = "dead-lettered"
+    WAITING = "waiting"
+    WORKER_KILLED = "worker killed: its run timed out"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +130,7 @@ class Ending:
     video: Video
     outcome: Outcome
     stage: str
+    detail: str = ""
 
 
 class Ledger:
@@ -142,10 +151,11 @@ class Ledger:
         with self._lock:
             self.producing = False
 
-    def settle(self, video: Video, outcome: Outcome, stage: str) -> None:
-        """Record how ``video`` ended; the first ending recorded stands."""
+    def settle(self, video: Video, outcome: Outcome, stage: str, detail: str = "") -> None:
+        """Record how ``video`` ended (``detail``: why, in the control plane's words); the first ending
+        recorded stands."""
         with self._lock:
-            self._endings.setdefault(video.video_id, Ending(video, outcome, stage))
+            self._endings.setdefault(video.video_id, Ending(video, outcome, stage, detail))
 
     def endings(self) -> list[Ending]:
         with self._lock:

@@ -273,7 +273,16 @@ def current_run(runs: Iterable[RunState], pipeline: Pipeline) -> RunState | None
 
 
 def derive_item(item: ItemState, runs: list[RunState], pipeline: Pipeline) -> ItemState:
-    """Set the item's status, stage, attempts, last error and finished stages from its runs."""
+    """Set the item's status, stage, attempts, last error and finished stages from its runs. A stuck
+    mark (the watchdog's) is cleared once the item moves: a new status, stage or time in it."""
+    where = (item.status, item.stage, item.status_since)
+    _derive_position(item, runs, pipeline)
+    if item.stuck and (item.status, item.stage, item.status_since) != where:
+        item.stuck, item.stuck_reason = False, None
+    return item
+
+
+def _derive_position(item: ItemState, runs: list[RunState], pipeline: Pipeline) -> None:
     run = current_run(runs, pipeline)
     item.stages_done = sorted(
         {r.stage for r in runs if r.status is RunStatus.SUCCEEDED}, key=pipeline.index_of
@@ -283,12 +292,11 @@ def derive_item(item: ItemState, runs: list[RunState], pipeline: Pipeline) -> It
         item.status, item.status_since, item.attempts = ItemStatus.RECEIVED, item.created_at, 0
         item.stage = pipeline.stage_names[0] if pipeline.stages else None
         _apply_control(item, None)
-        return item
+        return
     item.stage, item.status, item.status_since = _position(run, pipeline)
     # Queued at the next stage after a success: no attempt has been made there yet.
     item.attempts = run.attempt if item.stage == run.stage else 0
     _apply_control(item, run)
-    return item
 
 
 def _apply_control(item: ItemState, run: RunState | None) -> None:

@@ -18,18 +18,11 @@ from stagewatch.errors import InvalidShape, NotFound
 from stagewatch.service.control.delivery import Delivery, deliver
 from stagewatch.service.control.facts import fact, record
 from stagewatch.store import audit, control, reads
+from stagewatch.store.audit import Actor
 from stagewatch.store.engine import Database
 
 # Bulk actions work in chunks so one huge filter never holds the writer for long.
 CHUNK = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who acts, for the audit trail: the token's name and the client's address."""
-
-    name: str
-    source: str | None = None
 
 
 def _audit(

@@ -43,7 +43,7 @@ def settle_failure(
         # its history reads in order).
         waiting = fact(
             EventType.ITEM_WAITING, work_row["item_id"], now + 1e-6, pipeline=work_row["pipeline"],
-            stage=work_row["stage"], note=f"retry backoff before attempt {attempts + 1} (in {delay:.0f}s)",
+            stage=work_row["stage"], note=f"retry backoff before attempt {attempts + 1} ({_due(delay)})",
         )  # fmt: skip
         return "retry", delay, [waiting]
     dead_letter(conn, work_row, error, verdict.reason, now)
@@ -53,6 +53,10 @@ def settle_failure(
         pipeline=work_row["pipeline"], stage=work_row["stage"], note=verdict.reason,
     )  # fmt: skip
     return "dead_letter", None, [event]
+
+
+def _due(delay: float) -> str:
+    return f"in {delay:.0f}s" if delay >= 1 else "due now: waiting for a redelivery"
 
 
 def dead_letter(
