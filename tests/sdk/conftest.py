@@ -19,18 +19,29 @@ import pytest
 from stagewatch import Client
 from tests.conftest import LiveServer, start_server, stop_server
 
+NO_AUTH = "--no-auth"
+"""The SDK's tests send no API token: their servers run on loopback with auth off."""
+
 
 @pytest.fixture(scope="session")
 def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("sdk-server")
-    server = start_server(f"sqlite:///{tmp / 'stagewatch.db'}", tmp / "server.log")
+    server = start_server(f"sqlite:///{tmp / 'stagewatch.db'}", tmp / "server.log", NO_AUTH)
     yield server
     stop_server(server)
 
 
 @pytest.fixture
 def client(sdk_server: LiveServer, tmp_path: Path) -> Iterator[Client]:
-    sdk = Client(sdk_server.url, spool_dir=tmp_path / "spool", flush_interval=0.02, heartbeat_interval=0.2)
+    """An unguarded client: the tests using it are about what runs report. The control plane's
+    decisions (which change statuses and attempts) have their own tests in test_guarded*.py."""
+    sdk = Client(
+        sdk_server.url,
+        spool_dir=tmp_path / "spool",
+        flush_interval=0.02,
+        heartbeat_interval=0.2,
+        guarded=False,
+    )
     yield sdk
     sdk.close()
 

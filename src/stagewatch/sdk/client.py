@@ -28,8 +28,11 @@ class Client(BaseClient):
     transport (tests). ``spool_dir`` is where records wait during an outage (default
     ``$STAGEWATCH_SPOOL_DIR`` or ``~/.cache/stagewatch/spool/<hash of url>``; ``False`` turns the spool
     off). ``max_queue`` bounds the records held in memory per channel, ``batch_size`` and
-    ``flush_interval`` shape the batches, ``heartbeat_interval`` paces heartbeats of open runs.
-    ``enabled=False`` (or no URL at all) makes every call a cheap no-op; runs still work.
+    ``flush_interval`` shape the batches, ``heartbeat_interval`` paces heartbeats of open runs (a
+    guarded run's lease may ask for more frequent ones). ``guarded`` is the default of
+    ``stage(guarded=...)``: whether runs ask the control plane first. ``kill_grace`` is how long a
+    stopped run's child processes get between SIGTERM and SIGKILL. ``enabled=False`` (or no URL at
+    all) makes every call a cheap no-op; runs still work.
     """
 
     def flush(self, timeout: float = 5.0) -> bool:

@@ -14,12 +14,15 @@ import httpx
 
 from stagewatch.sdk import ids, tracing
 from stagewatch.sdk.context import RunContext
+from stagewatch.sdk.control import ControlPlane
 from stagewatch.sdk.decorators import ItemSelector, task_decorator
 from stagewatch.sdk.diagnostics import log, throttled
 from stagewatch.sdk.exporter import BatchExporter
-from stagewatch.sdk.lifecycle import RunLifecycle, StageScope, StageSpec
+from stagewatch.sdk.lifecycle import RunLifecycle
 from stagewatch.sdk.options import ClientOptions, SpoolDir, resolve_options
 from stagewatch.sdk.payloads import Record, log_record, new_event, scalar_attrs
+from stagewatch.sdk.scope import StageScope
+from stagewatch.sdk.spec import StageSpec
 from stagewatch.sdk.spool import Spool
 from stagewatch.sdk.stats import Stats
 from stagewatch.sdk.transport import HttpSender
@@ -49,13 +52,18 @@ class BaseClient:
         revision: str | None = None,
         enabled: bool = True,
         timeout: float = 10.0,
+        guarded: bool = True,
+        kill_grace: float = 5.0,
     ) -> None:
         self.options: ClientOptions = resolve_options(
             url, token, spool_dir=spool_dir, max_queue=max_queue, batch_size=batch_size,
             flush_interval=flush_interval, heartbeat_interval=heartbeat_interval, pipeline=pipeline,
-            worker=worker, revision=revision, enabled=enabled, timeout=timeout,
+            worker=worker, revision=revision, enabled=enabled, timeout=timeout, guarded=guarded,
+            kill_grace=kill_grace,
         )  # fmt: skip
-        self._exporter = _build_exporter(self.options, transport) if self.options.enabled else None
+        connection = _connect(self.options, transport) if self.options.enabled else None
+        self._exporter: BatchExporter | None = connection[0] if connection else None
+        control = connection[1] if connection else None
         if self._exporter is None:
             self.options = replace(self.options, enabled=False)
         self._lifecycle = RunLifecycle(
@@ -64,6 +72,8 @@ class BaseClient:
             worker=self.options.worker,
             revision=self.options.revision,
             heartbeat_interval=self.options.heartbeat_interval,
+            control=control,
+            kill_grace=self.options.kill_grace,
         )
         # Garbage-collected without close(): stop the threads, without blocking the collector.
         weakref.finalize(self, _stop_soon, self._exporter, self._lifecycle).atexit = False
@@ -83,15 +93,30 @@ class BaseClient:
         run_id: str | None = None,
         pipeline: str | None = None,
         traceparent: str | None = None,
+        key: str | None = None,
+        payload: Any = None,
+        guarded: bool | None = None,
+        fail_open: bool = True,
     ) -> StageScope:
         """Report one run of stage ``name`` for ``item_id``: ``with client.stage("download", vid) as run:``.
 
-        Sends ``run.started`` on entry, then ``run.succeeded``, or ``run.failed`` with the exception's
-        type, message, stack and retryable flag (the exception is re-raised unchanged). ``traceparent``
-        (W3C, e.g. from a Pub/Sub attribute) continues that trace; otherwise the enclosing run's or the
-        item's known trace is continued, or a new one begins. ``run_id`` defaults to a new random id and
-        ``attempt`` to 1. Works with ``async with`` too."""
-        spec = StageSpec(name, item_id, account, scenario, attrs, attempt, run_id, pipeline, traceparent)
+        A guarded run (the default; ``guarded=False``, or the client's ``guarded=False``, turns it off)
+        first asks the server whether it may run (``POST /v1/runs/begin``, with the idempotency ``key``,
+        default the item id, and the JSON ``payload`` kept for the dead-letter queue). A refusal raises
+        ``Skip``, ``Wait``, ``DeadLettered`` or ``Aborted`` before the body runs; a ``run`` takes the
+        server's run id, attempt and deadline. If the server cannot decide, ``fail_open=True`` runs it
+        unguarded and ``fail_open=False`` raises ``Wait``.
+
+        On exit: succeeded, or failed with the exception's type, message, stack and retryable flag (the
+        exception is re-raised unchanged). ``traceparent`` (W3C, e.g. from a Pub/Sub attribute)
+        continues that trace; otherwise the enclosing run's or the item's known trace is continued, or a
+        new one begins. For an unguarded run, ``run_id`` defaults to a new random id and ``attempt`` to
+        1; a guarded run passes ``run_id`` to the server for its first attempt. Works with ``async
+        with`` too (the network calls then run in a worker thread)."""
+        spec = StageSpec(
+            name, item_id, account, scenario, attrs, attempt, run_id, pipeline, traceparent, key, payload,
+            guarded=self.options.guarded if guarded is None else guarded, fail_open=fail_open,
+        )  # fmt: skip
         return StageScope(self._lifecycle, spec)
 
     def task(
@@ -206,19 +231,23 @@ class BaseClient:
             return False
 
 
-def _build_exporter(options: ClientOptions, transport: httpx.BaseTransport | None) -> BatchExporter | None:
-    """The exporter for ``options``; None (telemetry off, logged) if it cannot be made."""
+def _connect(
+    options: ClientOptions, transport: httpx.BaseTransport | None
+) -> tuple[BatchExporter, ControlPlane] | None:
+    """The exporter and the control plane for ``options``, sharing one connection pool; None
+    (telemetry off, logged) if they cannot be made."""
     assert options.url is not None
     try:
         sender = HttpSender(options.url, options.token, transport, options.timeout)
         spool = Spool(options.spool_dir) if options.spool_dir is not None else None
-        return BatchExporter(
+        exporter = BatchExporter(
             sender,
             spool,
             max_queue=options.max_queue,
             batch_size=options.batch_size,
             flush_interval=options.flush_interval,
         )
+        return exporter, ControlPlane(sender, options.timeout)
     except Exception:
         log.exception("sdk.client.exporter_failed url=%s: telemetry is off", options.url)
         return None

@@ -8,7 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, cast
 
 from stagewatch.sdk.diagnostics import log
-from stagewatch.sdk.lifecycle import StageScope
+from stagewatch.sdk.scope import StageScope
 
 P = ParamSpec("P")
 R = TypeVar("R")

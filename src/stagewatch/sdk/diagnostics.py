@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger("stagewatch.sdk")
@@ -28,3 +30,23 @@ def warn_throttled(key: str, message: str, *args: Any, every: float = 60.0) -> N
     """Log a WARNING for ``key`` unless one was logged in the last ``every`` seconds."""
     if throttled(key, every):
         log.warning(message, *args)
+
+
+_io = threading.local()
+
+
+@contextmanager
+def sdk_io() -> Iterator[None]:
+    """Mark the SDK's own network calls on a worker's thread (a run's begin and complete): what is
+    logged meanwhile (httpx's request line) is the SDK's, and log shipping leaves it out."""
+    outer = getattr(_io, "active", False)
+    _io.active = True
+    try:
+        yield
+    finally:
+        _io.active = outer
+
+
+def in_sdk_io() -> bool:
+    """True inside ``sdk_io()`` on this thread."""
+    return getattr(_io, "active", False)

@@ -8,8 +8,12 @@
     └── Aborted           the item was cancelled before this run could begin
 
 They are control flow, not telemetry failures: the SDK never raises because of its own problems (those
-are logged to the ``stagewatch.sdk`` logger). A run that ends with one of them is reported as
-``run.cancelled``, and the exception still reaches the caller.
+are logged to the ``stagewatch.sdk`` logger). ``Skip``, ``Wait``, ``DeadLettered`` and ``Aborted`` come
+from the control plane's decision when a guarded stage is entered, before its body runs (no run
+begins). ``Cancelled`` comes from ``Run.check()`` / ``Run.progress()`` after a stop, or leaves an
+``async with`` stage whose task the stop cancelled. A run that ends with one of them is reported as
+cancelled, and the exception still reaches the caller. ``stagewatch.sdk.pubsub.status_for`` maps each to
+the status a Pub/Sub push endpoint answers.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ class RunInterrupted(Exception):
 
 
 class Cancelled(RunInterrupted):
-    """The run must stop now: raised by ``Run.check()`` when the server says stop."""
+    """The run must stop now: raised by ``Run.check()`` and ``Run.progress()`` once the server said stop
+    (the message is its reason)."""
 
 
 class Skip(RunInterrupted):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import psutil  # type: ignore[import-untyped]  # no stubs in the SDK's dependencies
@@ -37,14 +38,16 @@ class ResourceSampler:
 
 
 class Heartbeater:
-    """Calls ``beat(resources)`` every ``interval`` seconds from one daemon thread, started lazily by
-    the first open run, until ``stop()``."""
+    """Calls ``beat(resources)`` from one daemon thread, started lazily by the first open run, until
+    ``stop()``. The pause between beats is ``interval()``, asked again after each beat and after each
+    ``nudge()`` (a run whose lease wants more frequent heartbeats just began)."""
 
-    def __init__(self, interval: float, beat: Callable[[dict[str, float]], None]) -> None:
+    def __init__(self, interval: Callable[[], float], beat: Callable[[dict[str, float]], None]) -> None:
         self.interval = interval
         self._beat = beat
         self._sampler = ResourceSampler()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -58,13 +61,32 @@ class Heartbeater:
                 self._thread = threading.Thread(target=self._loop, name="stagewatch-heartbeat", daemon=True)
                 self._thread.start()
 
+    def nudge(self) -> None:
+        """Make the thread ask ``interval()`` now rather than after the current pause."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        last = time.monotonic()
+        while not self._stop.is_set():
+            left = last + self._pause() - time.monotonic()
+            if left > 0:
+                self._wake.wait(left)
+                self._wake.clear()
+                continue  # due now, or the interval changed: look again
+            last = time.monotonic()
             try:
                 self._beat(self._sampler.sample())
             except Exception:
                 if throttled("heartbeat.loop"):
                     log.exception("sdk.heartbeat.failed: the heartbeat thread goes on")
+
+    def _pause(self) -> float:
+        try:
+            return max(0.01, self.interval())
+        except Exception:
+            log.exception("sdk.heartbeat.interval_failed: using 10 s")
+            return 10.0

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stagewatch.sdk.context import RunContext, current_context
-from stagewatch.sdk.diagnostics import throttled
+from stagewatch.sdk.diagnostics import in_sdk_io, throttled
 from stagewatch.sdk.ids import event_id
 from stagewatch.sdk.payloads import level_name
 
@@ -82,11 +82,14 @@ def record_extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _own_record(logger_name: str | None) -> bool:
-    """Whether a line comes from the SDK itself, or from one of its threads, or from a shipment in
-    progress on this thread: shipping it could loop."""
+    """Whether a line comes from the SDK itself, from one of its threads or its network calls on a
+    worker's thread (httpx's line for a run's begin), or from a shipment in progress on this thread:
+    shipping it would be noise, or could loop."""
     if logger_name == SDK_LOGGER or (logger_name or "").startswith(SDK_LOGGER + "."):
         return True
-    return threading.current_thread().name.startswith(SDK_THREAD_PREFIX) or getattr(_guard, "busy", False)
+    if threading.current_thread().name.startswith(SDK_THREAD_PREFIX) or in_sdk_io():
+        return True
+    return getattr(_guard, "busy", False)
 
 
 def _ship(client: LogSink, build: Callable[[], Mapping[str, Any] | None]) -> None:

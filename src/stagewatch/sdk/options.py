@@ -33,6 +33,8 @@ class ClientOptions:
     revision: str | None
     enabled: bool
     timeout: float
+    guarded: bool = True
+    kill_grace: float = 5.0
 
 
 def resolve_options(
@@ -49,6 +51,8 @@ def resolve_options(
     revision: str | None,
     enabled: bool,
     timeout: float,
+    guarded: bool = True,
+    kill_grace: float = 5.0,
     environ: Mapping[str, str] | None = None,
 ) -> ClientOptions:
     env = dict(os.environ if environ is None else environ)
@@ -68,6 +72,8 @@ def resolve_options(
         revision=revision or env.get("K_REVISION") or None,
         enabled=bool(enabled and url),
         timeout=_positive("timeout", timeout, 10.0),
+        guarded=bool(guarded),
+        kill_grace=_positive("kill_grace", kill_grace, 5.0),
     )
 
 

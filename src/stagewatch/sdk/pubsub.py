@@ -1,6 +1,12 @@
 """Pub/Sub push endpoints: decode the message Pub/Sub POSTs, run the stage it asks for as one stagewatch
 run that continues the publisher's trace, and answer with the status that acks or nacks it.
 
+The run is guarded by default: before ``work`` runs, the control plane decides whether it may (see
+``docs/guardrails.md``). Its refusals arrive as signals and become statuses (``status_for``): a duplicate
+delivery (``Skip``), a dead-lettered or cancelled item (``DeadLettered``, ``Aborted``) and a run stopped
+midway (``Cancelled``) are acked, since redelivering them would change nothing; ``Wait`` (a concurrency
+or rate limit, a dependency down, a retry backoff) is nacked with 429, so the message comes back later.
+
     @app.post("/pubsub/process")
     def process(body: dict) -> Response:
         status, headers = handle_push(client, body, "process", lambda m: m.json()["video_id"], work)
@@ -31,8 +37,8 @@ from typing import Any
 
 from stagewatch.sdk.core import BaseClient
 from stagewatch.sdk.errors import RunInterrupted, Wait
-from stagewatch.sdk.lifecycle import StageScope
 from stagewatch.sdk.run import Run
+from stagewatch.sdk.scope import StageScope
 from stagewatch.sdk.tracing import extract
 
 log = logging.getLogger("stagewatch.pubsub")
@@ -181,11 +187,13 @@ def is_ack(status: int) -> bool:
 
 
 def status_for(outcome: BaseException | None) -> int:
-    """The HTTP status that tells Pub/Sub what to do after a run ended with ``outcome``:
+    """The HTTP status that tells Pub/Sub what to do after a run ended with ``outcome`` (raised by the
+    control plane's decision on entry, by ``run.check()`` after a stop, or by the work itself):
 
     - None (success): 204, ack.
-    - ``Skip`` (a duplicate), ``DeadLettered`` (payload kept for replay), ``Aborted`` / ``Cancelled``
-      (nothing more to do): 200, ack.
+    - ``Skip`` (a duplicate: done, or running elsewhere), ``DeadLettered`` (attempts spent; the payload
+      is kept for replay), ``Aborted`` (the item was cancelled), ``Cancelled`` (stopped midway by an
+      operator or the deadline): 200, ack; a redelivery would change nothing.
     - ``Wait``: 429, nack, so the message comes back after the subscription's backoff.
     - anything else: 500, nack, so Pub/Sub retries (the run was reported as failed)."""
     if outcome is None:
@@ -225,12 +233,33 @@ def push_stage(
     client: BaseClient, message: PushMessage, stage: str, item_id: str, **stage_kwargs: Any
 ) -> StageScope:
     """``client.stage(stage, item_id, ...)`` for a pushed message: it continues the publisher's trace
-    (``message.traceparent``) and counts ``message.delivery_attempt`` as the attempt (1 when Pub/Sub does
-    not say). ``stage_kwargs`` go to ``client.stage`` and win over both. Use with ``with`` or
-    ``async with``."""
-    options: dict[str, Any] = {"traceparent": message.traceparent, "attempt": message.delivery_attempt or 1}
+    (``message.traceparent``), gives the control plane the message's data as the ``payload`` to keep for
+    replays (parsed JSON, else text), and counts ``message.delivery_attempt`` as the attempt of an
+    unguarded run (1 when Pub/Sub does not say; a guarded run's attempt is the server's count).
+    ``stage_kwargs`` (``guarded``, ``fail_open``, ``key``, ...) go to ``client.stage`` and win over all
+    of these. Use with ``with`` or ``async with``."""
+    options: dict[str, Any] = {
+        "traceparent": message.traceparent,
+        "attempt": message.delivery_attempt or 1,
+        "payload": message_payload(message),
+    }
     options.update(stage_kwargs)
     return client.stage(stage, item_id, **options)
+
+
+def message_payload(message: PushMessage) -> Any:
+    """The message's data as a payload for the dead-letter queue: JSON when it parses, else the text,
+    else None (binary data is not kept). A replay re-delivers it as the data of a new message."""
+    if not message.data:
+        return None
+    try:
+        return message.json()
+    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError too)
+        pass
+    try:
+        return message.text()
+    except UnicodeDecodeError:
+        return None
 
 
 def handle_push(
@@ -242,9 +271,10 @@ def handle_push(
     **stage_kwargs: Any,
 ) -> tuple[int, Headers]:
     """Everything a synchronous push endpoint does: decode ``body``, find the item with
-    ``item_id_from(message)``, run ``work(message, run)`` inside ``push_stage``, and return the
-    ``(status, headers)`` to answer Pub/Sub with (see ``status_for``). A body that is not an envelope,
-    or a message ``item_id_from`` cannot read, is acked and logged (see
+    ``item_id_from(message)``, run ``work(message, run)`` inside ``push_stage`` (a guarded run unless
+    ``guarded=False`` is among ``stage_kwargs``), and return the ``(status, headers)`` to answer Pub/Sub
+    with (see ``status_for``): a refusal of the control plane never calls ``work``. A body that is not an
+    envelope, or a message ``item_id_from`` cannot read, is acked and logged (see
     ``status_for_invalid_envelope``): redelivering it would never help."""
     prepared = _prepare(body, item_id_from)
     if isinstance(prepared, int):

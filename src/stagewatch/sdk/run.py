@@ -7,11 +7,14 @@ import logging
 import math
 import sys
 import traceback
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from contextvars import ContextVar, Token
+from datetime import datetime
+from subprocess import Popen
 from typing import Any, Protocol
 
 from stagewatch.sdk.context import RunContext
+from stagewatch.sdk.decisions import Lease
 from stagewatch.sdk.diagnostics import log, throttled
 from stagewatch.sdk.otel import RunSpan
 from stagewatch.sdk.payloads import (
@@ -24,6 +27,7 @@ from stagewatch.sdk.payloads import (
     new_event,
     scalar_attrs,
 )
+from stagewatch.sdk.stopping import Stopper
 
 RUN_LOGGER = "stagewatch.run"
 
@@ -38,17 +42,29 @@ class RunSink(Protocol):
 
 class Run:
     """One attempt of one stage for one item. Report progress, costs and notes through it; set
-    ``retryable`` to say whether a failure is worth retrying; log through ``run.log``. Every method
-    is cheap (it only queues) and never raises because of telemetry."""
+    ``retryable`` to say whether a failure is worth retrying; log through ``run.log``; start child
+    processes with ``run.subprocess(...)``. Every method is cheap (it only queues) and never raises
+    because of telemetry; ``check()``, ``progress()`` and ``subprocess()`` raise ``Cancelled`` once the
+    control plane said stop."""
 
     def __init__(
-        self, context: RunContext, sink: RunSink | None, base: Record, where: Record | None = None
+        self,
+        context: RunContext,
+        sink: RunSink | None,
+        base: Record,
+        where: Record | None = None,
+        *,
+        lease: Lease | None = None,
+        kill_grace: float = 5.0,
     ) -> None:
         self.context = context
         self.retryable: bool | None = None
         """Set it to decide how a failure of this run is classed; None leaves it to the exception."""
         self.last_progress: float | None = None
+        self.last_note: str | None = None
         self.otel_span: RunSpan | None = None  # the OpenTelemetry span mirroring this run, when OTel is on
+        self.lease = lease  # the control plane's grant for a guarded run; None for an unguarded one
+        self._stopper = Stopper(kill_grace)  # how a stop reaches this run (check, its task, its children)
         self._sink = sink
         self._base = base  # the fields every event of this run carries: item, stage, run and trace ids
         self._log_tags = {**_ids_of(context), **(where or {})}  # what every shipped log record carries
@@ -93,8 +109,31 @@ class Run:
         """False for a run of a disabled client: it works, but reports nothing."""
         return self._sink is not None
 
+    @property
+    def guarded(self) -> bool:
+        """True when the control plane admitted this run (``begin`` answered ``run``): it holds a lease,
+        its heartbeats may tell it to stop, and its end is reported to the control plane."""
+        return self.lease is not None
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the control plane stops this run as a runaway (UTC); None if it did not say."""
+        return self.lease.deadline if self.lease is not None else None
+
+    @property
+    def stopped(self) -> bool:
+        """True once the control plane said stop (an operator's cancel, the deadline, a lost lease)."""
+        return self._stopper.stopped
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the control plane stopped this run, e.g. ``"cancelled by alice: customer withdrew"``."""
+        return self._stopper.reason
+
     def progress(self, fraction: float, note: str | None = None) -> None:
-        """Report how far along the run is, from 0 to 1 (clamped); heartbeats repeat the last value."""
+        """Report how far along the run is, from 0 to 1 (clamped); heartbeats repeat the last value.
+        Raises ``Cancelled`` when the run was told to stop."""
+        self._stopper.check()
         try:
             value = float(fraction)
             if math.isnan(value):
@@ -102,8 +141,8 @@ class Run:
         except (TypeError, ValueError):
             log.warning("sdk.run.bad_progress run_id=%s value=%r: ignored", self.run_id, fraction)
             return
-        self.last_progress = min(1.0, max(0.0, value))
-        self._emit("run.progress", self._base, progress=self.last_progress, note=_note(note))
+        self.last_progress, self.last_note = min(1.0, max(0.0, value)), _note(note)
+        self._emit("run.progress", self._base, progress=self.last_progress, note=self.last_note)
 
     def add_cost(self, unit: str, quantity: float) -> None:
         """Count a cost on this run: ``add_cost("instagram_api_call", 1)``, ``add_cost("gpu_s", 42.5)``."""
@@ -125,8 +164,16 @@ class Run:
             self._emit("item.annotated", self._base, attrs=scalar_attrs(attrs))
 
     def check(self) -> None:
-        """Call it between steps of long work: raises ``Cancelled`` once the control plane says stop.
-        (For now a no-op: the control plane's answer is wired in by a later change.)"""
+        """Call it between steps of long work: raises ``Cancelled`` once the control plane said stop
+        (at a heartbeat, so within one heartbeat interval of an operator's cancel)."""
+        self._stopper.check()
+
+    def subprocess(self, args: str | Sequence[str], **popen_kwargs: Any) -> Popen[Any]:
+        """``subprocess.Popen(args, **popen_kwargs)``, started in its own session so that a stop reaches
+        it and everything it forks: SIGTERM to the process group, then SIGKILL after the client's
+        ``kill_grace`` seconds. The same happens when the stage ends with an exception. Raises
+        ``Cancelled`` instead of starting anything when the run was already told to stop."""
+        return self._stopper.subprocess(args, popen_kwargs)
 
     def _emit(self, event_type: str, base: Record, **fields: Any) -> None:
         sink = self._sink

@@ -42,6 +42,16 @@ class Answer:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The server's answer to one control-plane call: ``status`` None means no answer at all (network
+    error, timeout); ``body`` is the parsed JSON, None when it was not JSON."""
+
+    status: int | None
+    body: Any = None
+    detail: str = ""
+
+
 _RETRY_STATUSES = frozenset({408, 429})
 
 
@@ -70,6 +80,16 @@ class HttpSender:
         except httpx.HTTPError as exc:
             return Answer(Verdict.RETRY, detail=f"{type(exc).__name__}: {exc}")
         return classify(response)
+
+    def call(self, path: str, body: bytes, timeout: float) -> Reply:
+        """One control-plane request (begin, heartbeat, complete) on the same pooled connections as the
+        batches, with its own, shorter ``timeout``. Never raises: no answer is ``Reply(None)``."""
+        try:
+            response = self._http.post(self._url + path, content=body, timeout=timeout)
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: the client was closed meanwhile
+            return Reply(None, detail=f"{type(exc).__name__}: {exc}")
+        parsed = _json_or_none(response)
+        return Reply(response.status_code, parsed, _detail(response, parsed))
 
     def after_fork(self) -> None:
         """A forked child must not share the parent's pooled sockets: start a fresh connection pool."""
@@ -125,26 +145,27 @@ def encode(records: Sequence[Record]) -> tuple[bytes, list[Record], list[Record]
     """The JSON body for ``records``; with the records it holds and those that cannot be JSON at all
     (a circular structure, a NaN in ``params``), which are left out rather than sinking the batch."""
     try:
-        return _dumps(records), list(records), []
+        return dumps(records), list(records), []
     except (TypeError, ValueError):
         good: list[Record] = []
         bad: list[Record] = []
         for record in records:
             (good if _encodable(record) else bad).append(record)
-        return _dumps(good), good, bad
+        return dumps(good), good, bad
 
 
 # One encoder for every batch: json.dumps with options would build a new one on every call.
 _ENCODER = json.JSONEncoder(default=str, allow_nan=False, separators=(",", ":"))
 
 
-def _dumps(value: Any) -> bytes:
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes, with ``str()`` for what JSON has no type for; NaN raises ``ValueError``."""
     return _ENCODER.encode(value).encode()
 
 
 def _encodable(record: Record) -> bool:
     try:
-        _dumps(record)
+        dumps(record)
     except (TypeError, ValueError):
         return False
     return True
