@@ -5,7 +5,10 @@
     ├── ConfigError          a config file or setting is wrong (names the file, the key and the problem)
     ├── InputError           a request or a file is malformed (names the field)
     │   ├── InvalidShape     well-formed, but not the shape asked for (a field is missing or wrong)
-    │   └── PayloadTooLarge  a body or batch over its cap
+    │   ├── PayloadTooLarge  a body or batch over its cap
+    │   └── Conflict         the request clashes with what exists (a token name already taken)
+    ├── Unauthenticated      no API token, or one that is unknown or revoked
+    ├── Forbidden            the token lacks the scope the action needs
     ├── NotFound             an item, run or other record does not exist
     └── StoreUnavailable     the database does not answer
 """
@@ -41,6 +44,24 @@ class InvalidShape(InputError):
 
 class PayloadTooLarge(InputError):
     """A request body or batch is over its size cap."""
+
+
+class Conflict(InputError):
+    """The input is well-formed but clashes with a record that exists, such as a name already taken."""
+
+
+class Unauthenticated(StagewatchError):
+    """The request carries no API token, or one that is unknown or revoked."""
+
+    field = "authorization"
+
+
+class Forbidden(StagewatchError):
+    """The caller is known but its token lacks ``scope``."""
+
+    def __init__(self, message: str, *, scope: str) -> None:
+        self.scope = scope
+        super().__init__(message)
 
 
 class NotFound(StagewatchError):

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     url: str = Field(default="http://127.0.0.1:8000", description="server URL the CLI talks to")
     token: str | None = Field(default=None, description="API token the CLI sends")
+    # Off only for a server on loopback (``serve`` refuses otherwise); every request is then "anonymous".
+    auth: bool = Field(
+        default=True, description="require an API token on every request but the health checks"
+    )
+    # A revoked token may still be accepted for this long by a server that verified it recently.
+    auth_cache_seconds: float = Field(default=5.0, ge=0, description="how long a verified token is trusted")
     max_batch_events: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Group commit: how many events one shared transaction may hold.
@@ -37,6 +43,9 @@ class Settings(BaseSettings):
         default=None, ge=0, description="keep finished items' events this long (default: forever)"
     )
     retention_interval: float = Field(default=3600.0, gt=0, description="seconds between retention runs")
+    watchdog_interval: float = Field(
+        default=5.0, gt=0, description="seconds between watchdog sweeps (stuck runs, time-outs, dwell SLOs)"
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -11,11 +11,14 @@ from sqlalchemy.exc import OperationalError
 
 from stagewatch.errors import (
     ConfigError,
+    Conflict,
+    Forbidden,
     InputError,
     InvalidShape,
     NotFound,
     PayloadTooLarge,
     StoreUnavailable,
+    Unauthenticated,
 )
 
 log = logging.getLogger("stagewatch.api")
@@ -23,12 +26,17 @@ log = logging.getLogger("stagewatch.api")
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (PayloadTooLarge, 413),
     (InvalidShape, 422),
+    (Conflict, 409),
     (InputError, 400),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (StoreUnavailable, 503),
     (OperationalError, 503),
     (ConfigError, 500),
 )
+# RFC 6750: a 401 names the scheme the client should use.
+HEADERS_OF: dict[int, dict[str, str]] = {401: {"WWW-Authenticate": "Bearer"}}
 
 
 def error_body(message: str, field: str | None = None) -> dict[str, str | None]:
@@ -46,7 +54,8 @@ def _handler(status: int):  # type: ignore[no-untyped-def]
         if status >= 500:
             log.warning("api.error path=%s status=%d error=%s", request.url.path, status, exc)
         message = "the database is unavailable" if isinstance(exc, OperationalError) else str(exc)
-        return JSONResponse(error_body(message, getattr(exc, "field", None)), status_code=status)
+        body = error_body(message, getattr(exc, "field", None))
+        return JSONResponse(body, status_code=status, headers=HEADERS_OF.get(status))
 
     return handle
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from stagewatch.api.auth import Reader
 from stagewatch.api.context import Ctx
 from stagewatch.domain.events import parse_time_text
 from stagewatch.domain.statuses import ItemStatus
@@ -18,12 +19,13 @@ router = APIRouter(tags=["items"])
 
 
 @router.get("/v1/items/{item_id:path}", summary="One item: status, stage, runs and (history=1) its story")
-async def get_item(item_id: str, ctx: Ctx, history: bool = False) -> dict[str, Any]:
+async def get_item(item_id: str, who: Reader, ctx: Ctx, history: bool = False) -> dict[str, Any]:
     return await run_in_threadpool(query.get_item, ctx.db, item_id, with_history=history)
 
 
 @router.get("/v1/items", summary="Items, newest-updated first, with filters and a cursor")
 async def list_items(
+    who: Reader,
     ctx: Ctx,
     status: Annotated[list[str] | None, Query(description="repeat or comma-separate")] = None,
     stage: str | None = None,
@@ -48,7 +50,7 @@ async def list_items(
 
 
 @router.get("/v1/summary", summary="Per stage: queued, running, waiting, failed, done, oldest queued age")
-async def summary(ctx: Ctx) -> dict[str, Any]:
+async def summary(who: Reader, ctx: Ctx) -> dict[str, Any]:
     return await run_in_threadpool(query.summary, ctx.db, ctx.registry)
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from stagewatch.api.auth import Ingester, Reader
 from stagewatch.api.batch import batch_response, parse_json, read_capped, records_of
 from stagewatch.api.context import Ctx
 from stagewatch.service import logs
@@ -27,7 +28,7 @@ router = APIRouter(tags=["logs"])
         "422 when the body has the wrong shape or every record was rejected."
     ),
 )
-async def post_logs(request: Request, ctx: Ctx) -> JSONResponse:
+async def post_logs(request: Request, ctx: Ctx, who: Ingester) -> JSONResponse:
     body = await read_capped(request, ctx.settings.max_body_bytes)
     raw_records = records_of(parse_json(body, "log records"), "logs", ctx.settings.max_batch_logs)
     batch = logs.validate_logs(raw_records, time.time())
@@ -37,6 +38,7 @@ async def post_logs(request: Request, ctx: Ctx) -> JSONResponse:
 
 @router.get("/v1/logs", summary="Search log lines, newest first, by words, video, run, stage, level, time")
 async def search_logs(
+    who: Reader,
     ctx: Ctx,
     q: Annotated[
         str | None,

@@ -74,6 +74,19 @@ class StagewatchClient:
         wanted = {name: value for name, value in params.items() if value not in (None, "")}
         return self._json(self._send("GET", "/v1/logs", params=wanted))
 
+    def audit(self, params: Params) -> Json:
+        """One page of the audit trail, newest first: ``{"audit": [...], "next_cursor": str | None}``."""
+        wanted = {name: value for name, value in params.items() if value not in (None, "")}
+        return self._json(self._send("GET", "/v1/audit", params=wanted))
+
+    def post_json(self, path: str, body: Json) -> Json:
+        """POST a JSON body to a control endpoint (cancel, resume, replay, ...) and return the answer."""
+        return self._json(self._send("POST", path, json=body))
+
+    def get_json(self, path: str, params: Params | None = None) -> Json:
+        wanted = {name: value for name, value in (params or {}).items() if value not in (None, "")}
+        return self._json(self._send("GET", path, params=wanted))
+
     def post_events(self, body: bytes) -> Json:
         """Send one batch (a JSON array, already encoded). Answers accepted, duplicate, rejected, errors."""
         headers = {"Content-Type": "application/json"}

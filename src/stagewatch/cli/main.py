@@ -5,17 +5,24 @@ Exit codes: 0 success, 1 the operation failed (server error, not found), 2 bad u
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 
 import click
 
 from stagewatch import __version__
+from stagewatch.cli import audit as audit_commands
+from stagewatch.cli import control as control_commands
 from stagewatch.cli import demo as demo_commands
+from stagewatch.cli import deps as deps_commands
 from stagewatch.cli import logs as log_commands
 from stagewatch.cli import reads as read_commands
-from stagewatch.errors import StagewatchError
-from stagewatch.settings import load_settings
+from stagewatch.cli import tokens as token_commands
+from stagewatch.errors import StagewatchError, StoreUnavailable
+from stagewatch.settings import Settings, load_settings
+
+log = logging.getLogger("stagewatch.cli")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,12 +50,20 @@ def cli() -> None:
 )
 @click.option("--config", "config_path", default=None, help="Pipelines file. [default: ./stagewatch.toml]")
 @click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--auth/--no-auth",
+    "auth",
+    default=None,
+    help="Require an API token on every request but the health checks; --no-auth only on loopback. "
+    "[default: on, or STAGEWATCH_AUTH]",
+)
 def serve(
     host: str | None,
     port: int | None,
     database_url: str | None,
     config_path: str | None,
     log_level: str | None,
+    auth: bool | None,
 ) -> None:
     """Run the server: ingest API, queries and (later) the dashboard. Migrates the database first."""
     import uvicorn
@@ -56,7 +71,8 @@ def serve(
     from stagewatch.api.app import create_app
     from stagewatch.config import load_pipelines
 
-    settings = load_settings(host=host, port=port, database_url=database_url, config=config_path)
+    settings = load_settings(host=host, port=port, database_url=database_url, config=config_path, auth=auth)
+    _refuse_open_server_without_auth(settings)
     registry = load_pipelines(settings.config)
     level = log_level or settings.log_level
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -64,6 +80,7 @@ def serve(
         f"stagewatch {__version__} serving http://{settings.host}:{settings.port} "
         f"(database {_safe_url(settings.database_url)}; pipelines {', '.join(registry.names())})"
     )
+    _tell_about_auth(settings)
     uvicorn.run(
         create_app(settings, registry),
         host=settings.host,
@@ -94,6 +111,58 @@ def migrate(database_url: str | None) -> None:
     click.echo(f"database {_safe_url(settings.database_url)} is up to date")
 
 
+def _refuse_open_server_without_auth(settings: Settings) -> None:
+    """Exit 2 when auth is off and the server would be reachable from other machines."""
+    if settings.auth or _is_loopback(settings.host):
+        return
+    click.echo(
+        f"error: refusing to serve on {settings.host} with auth off: anyone who can reach it could send, "
+        "read and change everything. Either create a token (stagewatch token create NAME --scope ...) "
+        "and serve with auth on, or bind 127.0.0.1 (--host 127.0.0.1).",
+        err=True,
+    )
+    sys.exit(2)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # any other host name may resolve to anything
+        return False
+
+
+def _tell_about_auth(settings: Settings) -> None:
+    """Warn when auth is off; with auth on and no token yet, say how to make one."""
+    if not settings.auth:
+        log.warning(
+            "serve.auth_off host=%s: every request is 'anonymous' with every scope; "
+            "only this machine can reach it",
+            settings.host,
+        )
+        return
+    if _active_tokens(settings) == 0:
+        click.echo(
+            "No API token exists yet, so every request but /healthz and /readyz gets 401. Create one "
+            "(with the same --db or STAGEWATCH_DATABASE_URL):\n"
+            "  stagewatch token create NAME --scope ingest --scope read"
+        )
+
+
+def _active_tokens(settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from stagewatch.service.auth import active_token_count
+
+    try:
+        with token_commands.migrated_database(settings.database_url) as db:
+            return active_token_count(db)
+    except SQLAlchemyError as exc:
+        url = _safe_url(settings.database_url)
+        raise StoreUnavailable(f"cannot use the database {url}: {type(exc).__name__}: {exc}") from None
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for printing."""
     from sqlalchemy.engine import make_url
@@ -106,6 +175,10 @@ def _safe_url(url: str) -> str:
 read_commands.register(cli)
 demo_commands.register(cli)
 log_commands.register(cli)
+deps_commands.register(cli)
+token_commands.register(cli)
+audit_commands.register(cli)
+control_commands.register(cli)
 
 
 def main() -> None:

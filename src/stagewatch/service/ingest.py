@@ -6,7 +6,8 @@ thread, and answers every waiting request. While a transaction runs, new request
 next one, so throughput grows with load instead of collapsing into one commit per request.
 
 ``GroupCommitter`` is the committer for events (store plus projection); log lines use the same machinery
-with their own store function (``stagewatch.service.logs``).
+with their own store function (``stagewatch.service.logs``). A batch of events may name the ``Actor`` who
+sent it: each item it creates is then audited (``item.create``) in the same shared transaction.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from stagewatch.domain.events import Event
+from sqlalchemy import Connection
+
+from stagewatch.domain.events import Event, EventType
 from stagewatch.domain.pipeline import PipelineRegistry
+from stagewatch.service.audit import item_created_row
 from stagewatch.service.projector import store_events
+from stagewatch.store import audit
+from stagewatch.store.audit import Actor
 from stagewatch.store.engine import Database
 
 log = logging.getLogger("stagewatch.ingest")
@@ -57,6 +63,7 @@ class CommitStats:
 class _Pending(Generic[R]):
     records: Sequence[R]
     future: asyncio.Future[BatchOutcome]
+    actor: Actor | None = None
 
 
 def share_transaction(
@@ -78,24 +85,33 @@ def share_transaction(
     return [BatchOutcome(n, len(batch) - n) for n, batch in zip(accepted, batches, strict=True)]
 
 
-def ingest_now(db: Database, registry: PipelineRegistry, events: Sequence[Event]) -> BatchOutcome:
+def ingest_now(
+    db: Database, registry: PipelineRegistry, events: Sequence[Event], actor: Actor | None = None
+) -> BatchOutcome:
     """Store one batch in its own transaction (the synchronous path, for the CLI and tests)."""
-    return _commit(db, registry, [events])[0]
+    return _commit(db, registry, [events], [actor])[0]
 
 
 def _commit(
-    db: Database, registry: PipelineRegistry, batches: Sequence[Sequence[Event]]
+    db: Database,
+    registry: PipelineRegistry,
+    batches: Sequence[Sequence[Event]],
+    actors: Sequence[Actor | None] = (),
 ) -> list[BatchOutcome]:
-    """One transaction for several batches of events."""
+    """One transaction for several batches of events; ``actors`` (when given) sent them, one per batch."""
 
     cache = db.projection_cache
+    creators = _creators(batches, actors)
 
     def store(unique: list[Event]) -> set[str]:
         try:
             with db.writer.begin() as conn:
                 if cache is not None:
                     cache.validate(conn)
-                new_ids = store_events(conn, unique, registry, time.time(), cache)
+                now = time.time()
+                new_ids = store_events(conn, unique, registry, now, cache)
+                if creators:
+                    _audit_creations(conn, unique, new_ids, creators, now)
                 if cache is not None:
                     cache.seal(conn)
                 return new_ids
@@ -106,6 +122,31 @@ def _commit(
             raise
 
     return share_transaction(batches, store)
+
+
+def _creators(batches: Sequence[Sequence[Event]], actors: Sequence[Actor | None]) -> dict[str, Actor]:
+    """Who sent each ``item.created`` event, by event id. As in ``share_transaction``, an id sent in
+    several batches belongs to the first."""
+    if not any(actors):
+        return {}
+    sender: dict[str, Actor | None] = {}
+    for batch, actor in zip(batches, actors, strict=False):
+        for event in batch:
+            if event.type is EventType.ITEM_CREATED:
+                sender.setdefault(event.id, actor)
+    return {event_id: actor for event_id, actor in sender.items() if actor is not None}
+
+
+def _audit_creations(
+    conn: Connection, events: Sequence[Event], new_ids: set[str], creators: dict[str, Actor], at: float
+) -> None:
+    """One ``item.create`` audit row per new ``item.created`` event; a duplicate created nothing."""
+    rows = [
+        item_created_row(event, creators[event.id], at)
+        for event in events
+        if event.id in creators and event.id in new_ids
+    ]
+    audit.record_many(conn, rows)
 
 
 class BatchCommitter(Generic[R]):
@@ -141,12 +182,12 @@ class BatchCommitter(Generic[R]):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def submit(self, records: Sequence[R]) -> BatchOutcome:
-        """Queue a batch and wait until it is committed."""
+    async def submit(self, records: Sequence[R], actor: Actor | None = None) -> BatchOutcome:
+        """Queue a batch (sent by ``actor``, when known) and wait until it is committed."""
         if self._task is None or self._task.done():
             raise RuntimeError("the group committer is not running")
         future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(records, future))
+        await self._queue.put(_Pending(records, future, actor))
         return await future
 
     async def _run(self) -> None:
@@ -165,7 +206,7 @@ class BatchCommitter(Generic[R]):
 
     async def _commit_group(self, group: list[_Pending[R]]) -> None:
         try:
-            outcomes = await asyncio.to_thread(self._commit, [p.records for p in group])
+            outcomes = await asyncio.to_thread(self._store, group)
         except Exception as exc:
             if len(group) > 1:
                 # One batch may be what broke the transaction: retry each alone so the rest still land.
@@ -181,12 +222,21 @@ class BatchCommitter(Generic[R]):
         for pending, outcome in zip(group, outcomes, strict=True):
             _settle(pending.future, result=outcome)
 
+    def _store(self, group: Sequence[_Pending[R]]) -> list[BatchOutcome]:
+        """Commit a group (on a worker thread): one outcome per batch."""
+        return self._commit([p.records for p in group])
+
 
 class GroupCommitter(BatchCommitter[Event]):
-    """The committer for events: each shared transaction stores the events and updates the projection."""
+    """The committer for events: each shared transaction stores the events, updates the projection and
+    audits the items created by batches whose sender is known."""
 
     def __init__(self, db: Database, registry: PipelineRegistry, max_events: int = 5000) -> None:
-        super().__init__(functools.partial(_commit, db, registry), max_events)
+        self._commit_sent = functools.partial(_commit, db, registry)
+        super().__init__(self._commit_sent, max_events)
+
+    def _store(self, group: Sequence[_Pending[Event]]) -> list[BatchOutcome]:
+        return self._commit_sent([p.records for p in group], [p.actor for p in group])
 
 
 def _settle(
