@@ -10,6 +10,7 @@ The format, in short (times are seconds or strings such as ``"90s"``, ``"15m"``,
 
     [pipelines.shorts]
     description = "YouTube shorts"
+    concurrency = [{ key = "global", limit = 100 }]     # over every stage of the pipeline
     [[pipelines.shorts.stages]]
     name = "download"
     max_attempts = 3
@@ -23,6 +24,30 @@ The format, in short (times are seconds or strings such as ``"90s"``, ``"15m"``,
     description = "the video file is fetched to storage"
     concurrency = [{ key = "{account}", limit = 3 }]
     rate_limits = [{ key = "{account}", limit = 50, per = "24h" }]
+    permanent_errors = ["ValueError"]       # exception type names never retried
+    retryable_errors = ["TimeoutError"]     # ... and always retried (the SDK's `retryable` flag wins)
+    replay = { kind = "http", address = "https://worker.example/push" }   # or "pubsub" / "callable"
+
+    [dependencies.postgres]                 # what stages may list in depends_on
+    kind = "postgres"                       # postgres | http | tcp | event
+    dsn = "postgresql://postgres@127.0.0.1:5432/postgres"
+    [dependencies.storage]
+    kind = "http"
+    url = "http://127.0.0.1:9000/health"    # 2xx = up
+    interval = "10s"                        # optional: probe period, probe timeout, consecutive failures
+    timeout = "2s"                          # that open the circuit, and wait before a half-open probe
+    failure_threshold = 3
+    recovery = "30s"
+    [dependencies.redis]
+    kind = "tcp"
+    address = "127.0.0.1:6379"
+    [dependencies.instagram-api]
+    kind = "event"                          # never probed: workers POST /v1/dependencies/NAME/health
+
+A name in ``depends_on`` that no ``[dependencies.NAME]`` declares is an ``event`` dependency with the
+default settings: up until workers report it down. (Declaring every name up front would make the preset
+unusable without a config file, and a typo still shows, as a dependency nobody reports, in ``stagewatch
+deps``.)
 
 Without a ``[pipelines]`` table the registry holds only the ``instagram`` preset. Every mistake raises
 ``ConfigError`` naming the file, the dotted key path (``pipelines.shorts.stages[0].timeout``; array
@@ -42,14 +67,18 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from stagewatch.domain.circuit import DEPENDENCY_KINDS, EVENT, HTTP, POSTGRES, TCP, DependencySpec
 from stagewatch.domain.pipeline import (
     PRESETS,
+    REPLAY_KINDS,
     SUCCESS_STATUSES,
     ConcurrencyLimit,
     Pipeline,
     PipelineRegistry,
     RateLimit,
+    ReplayTarget,
     StagePolicy,
     instagram_preset,
 )
@@ -64,6 +93,12 @@ _DURATION = re.compile("".join(f"(?:{_DURATION_NUMBER}{unit})?" for unit in "dhm
 _UNIT_SECONDS = (86400.0, 3600.0, 60.0, 1.0)
 _DURATION_HELP = 'use seconds as a number or a string such as "90s", "15m", "2h", "1d" or "1h30m"'
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Dependency names appear in URLs (/v1/dependencies/NAME/health).
+_DEPENDENCY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_ERROR_NAME = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*")
+_CALLABLE = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*:{_IDENTIFIER}(?:\.{_IDENTIFIER})*")
+_PUBSUB_TOPIC = re.compile(r"projects/[^/\s]+/topics/[^/\s]+|[A-Za-z][\w.~+%-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +163,16 @@ def _read_toml(file: Path) -> dict[str, Any]:
 def parse_pipelines(data: Mapping[str, Any], source: str) -> PipelineRegistry:
     """Build the registry from already-parsed TOML ``data``; ``source`` names the file in errors."""
     at = _At(source)
-    root = _table(data, at, ("default_pipeline", "pipelines"))
+    root = _table(data, at, ("default_pipeline", "pipelines", "dependencies"))
     if "pipelines" in root:
         pipelines = _pipelines(root["pipelines"], at.child("pipelines"))
     else:
         pipelines = [instagram_preset()]
     default = _default_pipeline(root, at.child("default_pipeline"), pipelines)
-    return PipelineRegistry.of(pipelines, default)
+    dependencies = (
+        _dependencies(root["dependencies"], at.child("dependencies")) if "dependencies" in root else []
+    )
+    return PipelineRegistry.of(pipelines, default, dependencies)
 
 
 def _pipelines(value: object, at: _At) -> list[Pipeline]:
@@ -160,7 +198,7 @@ def _default_pipeline(root: Mapping[str, Any], at: _At, pipelines: list[Pipeline
 
 
 def _pipeline(name: str, value: object, at: _At) -> Pipeline:
-    table = _table(value, at, ("preset", "description", "stages"))
+    table = _table(value, at, ("preset", "description", "stages", "concurrency"))
     if not name:
         raise at.error("a pipeline name must not be empty")
     base = _preset(table["preset"], at.child("preset")) if "preset" in table else None
@@ -169,7 +207,12 @@ def _pipeline(name: str, value: object, at: _At) -> Pipeline:
     description = (
         _string(table["description"], at.child("description")) if "description" in table else fallback
     )
-    return Pipeline(name=name, stages=stages, description=description)
+    limits = (
+        _concurrency(table["concurrency"], at.child("concurrency"))
+        if "concurrency" in table
+        else (base.concurrency if base else ())
+    )
+    return Pipeline(name=name, stages=stages, description=description, concurrency=limits)
 
 
 def _preset(value: object, at: _At) -> Pipeline:
@@ -229,6 +272,11 @@ def _build(stage: _DeclaredStage, base: StagePolicy | None) -> StagePolicy:
         raise stage.at.child("backoff_initial").error(
             f"is {policy.backoff_initial:g}s, longer than backoff_max ({policy.backoff_max:g}s)"
         )
+    both = [name for name in policy.retryable_errors if name in policy.permanent_errors]
+    if both:
+        raise stage.at.child("retryable_errors").error(
+            f"{_list(both)} is also in permanent_errors; an error type is either retried or not"
+        )
     return policy
 
 
@@ -277,6 +325,124 @@ def _rate_limit(value: object, at: _At) -> RateLimit:
     return RateLimit(
         key, _positive_int(table["limit"], at.child("limit")), _duration(table["per"], at.child("per"))
     )
+
+
+def _error_names(value: object, at: _At) -> tuple[str, ...]:
+    names = _strings(value, at)
+    for index, name in enumerate(names):
+        if not _ERROR_NAME.fullmatch(name):
+            raise at.item(index).error(
+                f"{json.dumps(name)} is not an exception type name such as "
+                '"ValueError" or "mylib.errors.BadInput"'
+            )
+    return names
+
+
+def _replay(value: object, at: _At) -> ReplayTarget:
+    table = _table(value, at, ("kind", "address"))
+    _require(table, at, ("kind", "address"))
+    kind = _choice(table["kind"], at.child("kind"), REPLAY_KINDS, "replay kind")
+    address = _REPLAY_ADDRESS[kind](table["address"], at.child("address"))
+    return ReplayTarget(kind, address)
+
+
+def _callable_path(value: object, at: _At) -> str:
+    text = _name(value, at)
+    if not _CALLABLE.fullmatch(text):
+        raise at.error(f'{json.dumps(text)} is not a callable; use "package.module:function"')
+    return text
+
+
+def _pubsub_topic(value: object, at: _At) -> str:
+    text = _name(value, at)
+    if not _PUBSUB_TOPIC.fullmatch(text):
+        raise at.error(
+            f'{json.dumps(text)} is not a topic; use "projects/PROJECT/topics/TOPIC" or a topic id'
+        )
+    return text
+
+
+# --------------------------------------------------------------------------------------------- dependencies
+
+_TARGET_KEYS = {POSTGRES: "dsn", HTTP: "url", TCP: "address"}
+_PROBE_ONLY_KEYS = ("interval", "timeout")
+
+
+def _dependencies(value: object, at: _At) -> list[DependencySpec]:
+    table = _table(value, at, None)
+    return [_dependency(name, body, at.child(name)) for name, body in table.items()]
+
+
+def _dependency(name: str, value: object, at: _At) -> DependencySpec:
+    table = _table(value, at, _DEPENDENCY_KEYS)
+    if not _DEPENDENCY_NAME.fullmatch(name):
+        raise at.error("a dependency name may hold only letters, digits and '_', '-', '.'")
+    _require(table, at, ("kind",))
+    kind = _choice(table["kind"], at.child("kind"), DEPENDENCY_KINDS, "dependency kind")
+    target = _target(table, kind, at)
+    if kind == EVENT:
+        _refuse(table, at, _PROBE_ONLY_KEYS, "does not apply to an event dependency: nothing probes it")
+    settings: dict[str, Any] = {
+        key: parse(table[key], at.child(key)) for key, parse in _DEPENDENCY_FIELDS.items() if key in table
+    }
+    return replace(DependencySpec(name, kind, target), **settings)
+
+
+def _refuse(table: Mapping[str, Any], at: _At, keys: tuple[str, ...], why: str) -> None:
+    for key in keys:
+        if key in table:
+            raise at.child(key).error(why)
+
+
+def _target(table: Mapping[str, Any], kind: str, at: _At) -> str:
+    """The probe's target, under the one key that fits ``kind`` (``dsn``, ``url`` or ``address``)."""
+    wanted = _TARGET_KEYS.get(kind)
+    for key in _TARGET_KEYS.values():
+        if key in table and key != wanted:
+            fits = f"it takes '{wanted}'" if wanted else "workers report it, nothing probes it"
+            raise at.child(key).error(f"does not apply to {_an(kind)} dependency; {fits}")
+    if wanted is None:
+        return ""
+    if wanted not in table:
+        raise at.error(f"{_an(kind)} dependency needs '{wanted}'")
+    return _TARGET_CHECKS[kind](table[wanted], at.child(wanted))
+
+
+def _an(kind: str) -> str:
+    return f"an {kind}" if kind in ("http", "event") else f"a {kind}"
+
+
+def _http_url(value: object, at: _At) -> str:
+    text = _name(value, at)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise at.error(f"{json.dumps(text)} is not an http:// or https:// URL")
+    return text
+
+
+def _tcp_address(value: object, at: _At) -> str:
+    text = _name(value, at)
+    host, _, port = text.rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise at.error(f'{json.dumps(text)} is not "host:port" (e.g. "127.0.0.1:6379", "[::1]:6379")')
+    return text
+
+
+def _postgres_dsn(value: object, at: _At) -> str:
+    text = _name(value, at)
+    is_url = text.startswith(("postgres://", "postgresql://", "postgresql+psycopg://"))
+    if not is_url and "=" not in text:
+        raise at.error(
+            'is not a PostgreSQL DSN: use "postgresql://user@host:5432/db" or "host=... dbname=..."'
+        )
+    return text
+
+
+def _choice(value: object, at: _At, allowed: tuple[str, ...], what: str) -> str:
+    name = _string(value, at)
+    if name not in allowed:
+        raise at.error(f"unknown {what} '{name}'{_suggest(name, allowed)}; use one of: {_list(allowed)}")
+    return name
 
 
 # --------------------------------------------------------------------------------------------- values
@@ -373,8 +539,29 @@ _STAGE_FIELDS: dict[str, Callable[[object, _At], object]] = {
     "description": _string,
     "concurrency": _concurrency,
     "rate_limits": _rate_limits,
+    "permanent_errors": _error_names,
+    "retryable_errors": _error_names,
+    "replay": _replay,
 }
 _STAGE_KEYS = ("name", *_STAGE_FIELDS)
+
+_REPLAY_ADDRESS: dict[str, Callable[[object, _At], str]] = {
+    "http": _http_url,
+    "pubsub": _pubsub_topic,
+    "callable": _callable_path,
+}
+_TARGET_CHECKS: dict[str, Callable[[object, _At], str]] = {
+    POSTGRES: _postgres_dsn,
+    HTTP: _http_url,
+    TCP: _tcp_address,
+}
+_DEPENDENCY_FIELDS: dict[str, Callable[[object, _At], object]] = {
+    "interval": _duration,
+    "timeout": _duration,
+    "failure_threshold": _positive_int,
+    "recovery": _duration,
+}
+_DEPENDENCY_KEYS = ("kind", *_TARGET_KEYS.values(), *_DEPENDENCY_FIELDS)
 
 
 # --------------------------------------------------------------------------------------------- messages

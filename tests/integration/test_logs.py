@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,14 @@ from stagewatch.service.validation import validate_batch
 from stagewatch.settings import Settings
 from stagewatch.store.engine import Database
 from stagewatch.store.logs import logs_query
-from tests.conftest import LiveServer, _empty_postgres, free_port, start_server, stop_server
+from tests.conftest import (
+    LiveServer,
+    _empty_postgres,
+    free_port,
+    own_postgres_database,
+    start_server,
+    stop_server,
+)
 
 NOW = float(int(time.time()))
 DAY = 86400.0
@@ -392,16 +400,17 @@ def test_the_server_deletes_old_lines_in_the_background(
 ) -> None:
     monkeypatch.setenv("STAGEWATCH_LOG_RETENTION", "3600")
     monkeypatch.setenv("STAGEWATCH_RETENTION_INTERVAL", "0.3")
-    live = start_server(database_url, tmp_path / "server.log")
-    try:
+    with ExitStack() as stack:
+        if database_url.startswith("postgresql"):  # the module's server leads the shared database's loops
+            database_url = stack.enter_context(own_postgres_database())
+        live = start_server(database_url, tmp_path / "server.log")
+        stack.callback(stop_server, live)
         post(live, [line(ns, 0, time=NOW - 7200), line(ns, 1, time=time.time())])
         deadline = time.monotonic() + 20
         while len(get(live, item_id=f"{ns}-vid").json()["logs"]) > 1 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert [found["id"] for found in get(live, item_id=f"{ns}-vid").json()["logs"]] == [f"{ns}-1"]
         assert "retention.done logs_deleted=1" in live.log()
-    finally:
-        stop_server(live)
 
 
 # --- the command line -------------------------------------------------------------------------------

@@ -8,12 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from stagewatch import __version__
-from stagewatch.api import events, health, items, logs
+from stagewatch.api import audit, control, dependencies, events, health, items, logs, runs, tokens
+from stagewatch.api.auth import install_auth
 from stagewatch.api.context import AppContext
 from stagewatch.api.errors import install_error_handlers
 from stagewatch.config import load_pipelines
 from stagewatch.domain.pipeline import PipelineRegistry
+from stagewatch.service.control.watchdog import watchdog_task
+from stagewatch.service.health_probes import DependencyProber
 from stagewatch.service.ingest import GroupCommitter
+from stagewatch.service.leader import Leadership
 from stagewatch.service.logs import log_committer
 from stagewatch.service.retention import RetentionTask
 from stagewatch.settings import Settings
@@ -36,22 +40,33 @@ def create_app(settings: Settings | None = None, registry: PipelineRegistry | No
             registry=pipelines,
             committer=GroupCommitter(db, pipelines, settings.commit_max_events),
             log_committer=log_committer(db, settings.commit_max_events),
+            leadership=Leadership(db, "background"),
         )
         ctx.committer.start()
         ctx.log_committer.start()
         app.state.ctx = ctx
-        retention = RetentionTask(db, settings)
+        install_auth(app, ctx)
+        retention = RetentionTask(db, settings, ctx.leadership)
         retention.start()
+        prober = DependencyProber(db, pipelines.dependencies, ctx.leadership)
+        prober.start()
+        watchdog = watchdog_task(db, pipelines, settings.watchdog_interval, ctx.leadership)
+        watchdog.start()
         try:
             yield
         finally:
+            await watchdog.stop()
+            await prober.stop()
             await retention.stop()
             await ctx.log_committer.stop()
             await ctx.committer.stop()
+            if ctx.leadership is not None:
+                ctx.leadership.close()
             db.dispose()
 
     app = FastAPI(title="stagewatch", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    for router in (events.router, items.router, logs.router, health.router):
+    for router in (events.router, items.router, logs.router, health.router, audit.router, tokens.router,
+                   runs.router, control.router, dependencies.router):  # fmt: skip
         app.include_router(router)
     return app

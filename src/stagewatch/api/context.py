@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.service.ingest import BatchCommitter, GroupCommitter
+from stagewatch.service.leader import Leadership
 from stagewatch.service.logs import LogRecord
 from stagewatch.settings import Settings
 from stagewatch.store.engine import Database
@@ -21,6 +22,8 @@ class AppContext:
     registry: PipelineRegistry
     committer: GroupCommitter
     log_committer: BatchCommitter[LogRecord]
+    # Background loops (dependency prober, retention) run while this replica leads; see service.leader.
+    leadership: Leadership | None = None
 
 
 def context(request: Request) -> AppContext:

@@ -8,7 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from stagewatch.api.context import Ctx
+from stagewatch.api.context import AppContext, Ctx
+from stagewatch.service.dependencies import readiness
 
 router = APIRouter(tags=["health"])
 
@@ -18,11 +19,24 @@ async def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database answers; 503 otherwise")
+@router.get(
+    "/readyz",
+    summary="The database answers; 503 otherwise. Also reports each dependency's circuit",
+    description=(
+        "200 while the database answers. Dependencies that are down are listed under `dependencies.down` "
+        "but are not fatal: the server can still serve, and work that needs them waits at begin."
+    ),
+)
 async def readyz(ctx: Ctx) -> JSONResponse:
     try:
-        await run_in_threadpool(ctx.db.ping)
+        states = await run_in_threadpool(_check, ctx)
     except Exception as exc:
         detail = {"database": {"ok": False, "error": type(exc).__name__}}
         return JSONResponse({"status": "unavailable", "checks": detail}, status_code=503)
-    return JSONResponse({"status": "ok", "checks": {"database": {"ok": True, "dialect": ctx.db.dialect}}})
+    database = {"ok": True, "dialect": ctx.db.dialect}
+    return JSONResponse({"status": "ok", "checks": {"database": database}, "dependencies": states})
+
+
+def _check(ctx: AppContext) -> dict[str, Any]:
+    ctx.db.ping()
+    return readiness(ctx.db, ctx.registry.dependencies)

@@ -11,19 +11,20 @@ event-by-event history is gone. An event arriving later for such an item is appl
 projection as usual.
 
 Work is done in bounded chunks, each its own short transaction, with a short pause between chunks so
-ingest (which needs the same write lock on SQLite) is never held up for long. On PostgreSQL an advisory
-lock makes one replica at a time do it.
+ingest (which needs the same write lock on SQLite) is never held up for long. On PostgreSQL the loop runs
+on the leader replica only (``service.leader``), and an advisory lock held for each pass keeps a manual
+pass from overlapping it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from stagewatch.domain.statuses import FINAL_ITEM_STATUSES
+from stagewatch.service.leader import Leadership, PeriodicTask
 from stagewatch.settings import Settings
 from stagewatch.store.engine import Database
 from stagewatch.store.logs import delete_logs_before
@@ -116,42 +117,37 @@ def _purge_events_in(db: Database, status: str, cutoff: float, chunk: int, pacin
 
 class RetentionTask:
     """Runs ``run_retention_once`` in the background every ``retention_interval`` seconds (the first
-    pass soon after start, so servers that restart often still clean up). A failing pass is logged,
-    never raised: the next one tries again."""
+    pass soon after start, so servers that restart often still clean up), on the leader only
+    (``leadership``; None: always). Replicas should share their retention settings: only the leader's
+    apply. A failing pass is logged (``retention.failed``), never raised: the next one tries again."""
 
-    def __init__(self, db: Database, settings: Settings, *, first_delay: float = 60.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        leadership: Leadership | None = None,
+        *,
+        first_delay: float = 60.0,
+    ) -> None:
         self._db = db
         self._settings = settings
-        self._first_delay = min(first_delay, settings.retention_interval)
-        self._task: asyncio.Task[None] | None = None
-        self._stop = threading.Event()
+        interval = settings.retention_interval
+        self._task = PeriodicTask(
+            "retention", self._pass, interval, leadership, first_delay=min(first_delay, interval)
+        )
 
     def start(self) -> None:
         if not (self._settings.log_retention or self._settings.event_retention):
             return
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="stagewatch-retention")
+        self._task.start()
 
     async def stop(self) -> None:
-        self._stop.set()  # a pass running on its thread ends after its current chunk
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        # A pass running on its thread sees `stopping` and ends after its current chunk.
+        await self._task.stop()
 
-    async def _run(self) -> None:
-        await asyncio.sleep(self._first_delay)
-        while True:
-            await self._pass()
-            await asyncio.sleep(self._settings.retention_interval)
-
-    async def _pass(self) -> None:
+    def _pass(self) -> None:
         started = time.monotonic()
-        try:
-            report = await asyncio.to_thread(
-                run_retention_once, self._db, self._settings, pause=PAUSE, stop=self._stop
-            )
-        except Exception:
-            log.exception("retention.failed")
-            return
+        report = run_retention_once(self._db, self._settings, pause=PAUSE, stop=self._task.stopping)
         # Quiet when there was nothing to do: the loop may run often.
         level = logging.INFO if report.logs_deleted or report.events_deleted else logging.DEBUG
         log.log(

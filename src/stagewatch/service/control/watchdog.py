@@ -136,6 +136,8 @@ def _longest_window(registry: PipelineRegistry) -> float:
     return max(windows, default=0.0)
 
 
-def watchdog_task(db: Database, registry: PipelineRegistry, interval: float) -> PeriodicTask:
-    """The sweep every ``interval`` seconds, on whichever replica holds the watchdog's leadership."""
-    return PeriodicTask("watchdog", lambda: sweep(db, registry), interval, Leadership(db, "watchdog"))
+def watchdog_task(
+    db: Database, registry: PipelineRegistry, interval: float, leadership: Leadership | None
+) -> PeriodicTask:
+    """The sweep every ``interval`` seconds, only on the replica that leads the background loops."""
+    return PeriodicTask("watchdog", lambda: sweep(db, registry), interval, leadership)
