@@ -232,8 +232,9 @@ Server = ServerProcess
 
 
 def start_server(database_url: str, log_path: Path, *extra: str) -> Server:
-    """``stagewatch serve`` on a free loopback port, waited for until /healthz answers."""
-    extra = ("--log-level", "warning", *extra)
+    """``stagewatch serve`` on a free loopback port, waited for until /healthz answers. Auth is off (the
+    benchmarks measure the paths behind it; a token check is one cached dict lookup per request)."""
+    extra = ("--log-level", "warning", "--no-auth", *extra)
     server = launch(database_url, log_path, extra=extra, cwd=log_path.parent)
     server.wait_healthy(timeout=60)
     return server

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Until `stagewatch demo` exists: start the server on a fresh SQLite file, send the story of three
-# videos, show one of them, and keep serving until Ctrl-C.
+# Start the server on a fresh SQLite file (on loopback, without auth), send the story of three videos,
+# show one of them, and keep serving until Ctrl-C. `stagewatch demo` shows much more.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 port="${STAGEWATCH_PORT:-8000}"
 export STAGEWATCH_URL="http://127.0.0.1:${port}"
 workdir="$(mktemp -d)"
-stagewatch serve --port "$port" --db "sqlite:///${workdir}/stagewatch.db" &
+stagewatch serve --no-auth --port "$port" --db "sqlite:///${workdir}/stagewatch.db" &
 server=$!
 trap 'kill $server 2>/dev/null' EXIT
 for _ in $(seq 1 50); do curl -sf "$STAGEWATCH_URL/healthz" >/dev/null && break; sleep 0.2; done
