@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -13,14 +13,28 @@ from stagewatch.api.auth import Ingester, Operator
 from stagewatch.api.context import Ctx
 from stagewatch.domain.events import ErrorInfo, iso
 from stagewatch.errors import InvalidShape
-from stagewatch.service.control.begin import BeginRequest, BeginResult, begin
-from stagewatch.service.control.completion import complete
-from stagewatch.service.control.heartbeats import BeatReport, heartbeat
-from stagewatch.service.control.operate import Actor, stop_run
+from stagewatch.service.control import begin, completion, heartbeats
+from stagewatch.service.control.begin import BeginRequest, BeginResult
+from stagewatch.service.control.committer import DecisionCommitter
+from stagewatch.service.control.heartbeats import BeatReport
+from stagewatch.service.control.operate import stop_run
+from stagewatch.store.audit import Actor
 
 router = APIRouter(tags=["runs"])
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+async def decisions(request: Request, ctx: Ctx) -> DecisionCommitter:
+    """The app's decision committer, made on first use: it needs no start or stop (see committer).
+    Async so FastAPI does not hand it to a worker thread (a thread hop per request)."""
+    committer: DecisionCommitter | None = getattr(request.app.state, "decisions", None)
+    if committer is None or not committer.serves(ctx.db):
+        committer = request.app.state.decisions = DecisionCommitter(ctx.db, ctx.registry)
+    return committer
+
+
+Decisions = Annotated[DecisionCommitter, Depends(decisions)]
 
 
 class BeginBody(BaseModel):
@@ -72,7 +86,7 @@ class StopBody(BaseModel):
 @router.post(
     "/v1/runs/begin", summary="Ask whether a run may go ahead: run, skip, wait, dead_letter or abort"
 )
-async def post_begin(body: BeginBody, ctx: Ctx, who: Ingester) -> dict[str, Any]:
+async def post_begin(body: BeginBody, ctx: Ctx, who: Ingester, committer: Decisions) -> dict[str, Any]:
     pipeline = ctx.registry.get(body.pipeline)
     if pipeline is None:
         raise InvalidShape(
@@ -86,8 +100,7 @@ async def post_begin(body: BeginBody, ctx: Ctx, who: Ingester) -> dict[str, Any]
             field="stage",
         )
     request = BeginRequest(**body.model_dump())
-    result = await run_in_threadpool(begin, ctx.db, ctx.registry, request)
-    return begin_view(result)
+    return begin_view(await committer.decide(begin.as_job(ctx.registry, request)))
 
 
 def begin_view(result: BeginResult) -> dict[str, Any]:
@@ -107,20 +120,24 @@ def begin_view(result: BeginResult) -> dict[str, Any]:
 
 
 @router.post("/v1/runs/heartbeat", summary="Heartbeats of guarded runs; each answer is continue or stop")
-async def post_heartbeat(body: HeartbeatBody, ctx: Ctx, who: Ingester) -> dict[str, Any]:
+async def post_heartbeat(
+    body: HeartbeatBody, ctx: Ctx, who: Ingester, committer: Decisions
+) -> dict[str, Any]:
     reports = [BeatReport(b.run_id, b.progress, b.note, b.resources) for b in body.runs]
-    outcome = await run_in_threadpool(heartbeat, ctx.db, ctx.registry, reports)
+    outcome = await committer.decide(heartbeats.as_job(ctx.registry, reports))
     if outcome.events:
         await ctx.committer.submit(outcome.events)
     return {"runs": [{"run_id": a.run_id, "action": a.action, "reason": a.reason} for a in outcome.answers]}
 
 
 @router.post("/v1/runs/{run_id:path}/complete", summary="A guarded run ended: succeeded, failed or cancelled")
-async def post_complete(run_id: str, body: CompleteBody, ctx: Ctx, who: Ingester) -> dict[str, Any]:
+async def post_complete(
+    run_id: str, body: CompleteBody, ctx: Ctx, who: Ingester, committer: Decisions
+) -> dict[str, Any]:
     error = body.error.model_dump() if body.error is not None else None
     if body.outcome == "failed" and error is None:
         raise InvalidShape("error is required when the outcome is failed", field="error")
-    done = await run_in_threadpool(complete, ctx.db, ctx.registry, run_id, body.outcome, error, body.note)
+    done = await committer.decide(completion.as_job(ctx.registry, run_id, body.outcome, error, body.note))
     view: dict[str, Any] = {"run_id": done.run_id, "outcome": done.outcome, "next": done.next}
     if done.retry_after is not None:
         view["retry_after"] = round(done.retry_after, 3)

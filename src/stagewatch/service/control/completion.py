@@ -1,5 +1,6 @@
 """Completing a guarded run: free its lease, record its outcome, and apply the retry policy to a failure.
-Completing twice, or after the watchdog timed the run out, is harmless."""
+Completing twice, or after the watchdog timed the run out, is harmless. ``settle`` is the same inside a
+transaction that may hold other decisions (see ``committer``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from stagewatch.domain.guards import WorkState
 from stagewatch.domain.pipeline import PipelineRegistry, StagePolicy
 from stagewatch.domain.statuses import TERMINAL_RUN_STATUSES
 from stagewatch.errors import NotFound
-from stagewatch.service.control.facts import fact, record
+from stagewatch.service.control.committer import Job
+from stagewatch.service.control.facts import Facts, decision_transaction, fact
 from stagewatch.service.control.retries import settle_failure, timed_out_error
 from stagewatch.store import control
 from stagewatch.store.engine import Database
@@ -49,22 +51,61 @@ def complete(
     note: str | None = None,
     now: float | None = None,
 ) -> Completion:
+    """Record how a run ended, in a transaction of its own."""
+    with decision_transaction(db, registry) as facts:
+        return settle(facts, registry, run_id, outcome, error, note, now)
+
+
+def settle(
+    facts: Facts,
+    registry: PipelineRegistry,
+    run_id: str,
+    outcome: str,
+    error: Mapping[str, Any] | None = None,
+    note: str | None = None,
+    now: float | None = None,
+) -> Completion:
+    """``complete`` in an open transaction; the events go to ``facts``."""
     now = time.time() if now is None else now
-    with db.writer.begin() as conn:
-        run = control.run_identity(conn, run_id)
-        if run is None:
-            raise NotFound(f"run {run_id!r} does not exist")
-        lease = control.lease(conn, run_id)
-        control.drop_lease(conn, run_id)
-        work_row = control.work_of_run(conn, run["item_id"], run_id)
-        events: list[Event] = []
-        # Once only; but a success reported after a time-out still counts (the work did get done).
-        if run["status"] not in _TERMINAL or (outcome == SUCCEEDED and run["status"] != SUCCEEDED):
-            events.append(_terminal_event(run, run_id, outcome, error, note, now))
-        policy = registry.require(run["pipeline"]).stage(run["stage"])
-        result = _settle(conn, work_row, policy, lease, run_id, outcome, error, now, events)
-        record(conn, registry, events, now)
+    conn = facts.conn
+    run = control.run_identity(conn, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id!r} does not exist")
+    lease = control.release(conn, run_id)
+    work_row = control.work_of_run(conn, run["item_id"], run_id)
+    events: list[Event] = []
+    # Once only; but a success reported after a time-out still counts (the work did get done).
+    if run["status"] not in _TERMINAL or (outcome == SUCCEEDED and run["status"] != SUCCEEDED):
+        events.append(_terminal_event(run, run_id, outcome, error, note, now))
+    policy = registry.require(run["pipeline"]).stage(run["stage"])
+    result = _settle(conn, work_row, policy, lease, run_id, outcome, error, now, events)
+    facts.add(events, now)
     return result
+
+
+def as_job(
+    registry: PipelineRegistry,
+    run_id: str,
+    outcome: str,
+    error: Mapping[str, Any] | None = None,
+    note: str | None = None,
+) -> Job[Completion]:
+    """``complete`` for the ``DecisionCommitter``."""
+    return Job(
+        lambda facts: settle(facts, registry, run_id, outcome, error, note),
+        lambda facts: _reads_pending(facts, run_id),
+    )
+
+
+def _reads_pending(facts: Facts, run_id: str) -> bool:
+    """Whether completing ``run_id`` may read the projection of events still pending in ``facts``: it
+    reads the run's projected status and its item's pipeline."""
+    if not facts.pending:
+        return False
+    if facts.concern(run_id=run_id):
+        return True
+    item_id = control.run_item(facts.conn, run_id)
+    return item_id is not None and facts.concern(item_id=item_id)
 
 
 def _terminal_event(

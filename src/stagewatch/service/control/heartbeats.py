@@ -12,7 +12,8 @@ from typing import Any
 
 from stagewatch.domain.events import Event, EventType
 from stagewatch.domain.pipeline import PipelineRegistry
-from stagewatch.service.control.facts import fact
+from stagewatch.service.control.committer import Job
+from stagewatch.service.control.facts import Facts, decision_transaction, fact
 from stagewatch.store import control
 from stagewatch.store.engine import Database
 
@@ -45,26 +46,37 @@ class BeatOutcome:
 def heartbeat(
     db: Database, registry: PipelineRegistry, reports: Sequence[BeatReport], now: float | None = None
 ) -> BeatOutcome:
+    """Extend the leases of the reported runs and answer each, in a transaction of its own."""
+    with decision_transaction(db, registry) as facts:
+        return beat(facts, registry, reports, now)
+
+
+def beat(
+    facts: Facts, registry: PipelineRegistry, reports: Sequence[BeatReport], now: float | None = None
+) -> BeatOutcome:
+    """``heartbeat`` in an open transaction. It reads no projection, and its events are the caller's."""
     now = time.time() if now is None else now
-    outcome = BeatOutcome()
-    with db.writer.begin() as conn:
-        found = control.leases_of(conn, [r.run_id for r in reports])
-        cancelled = control.cancelled_among(conn, sorted({lease["item_id"] for lease in found.values()}))
-        for report in reports:
-            lease = found.get(report.run_id)
-            if lease is None:
-                outcome.answers.append(
-                    BeatAnswer(report.run_id, STOP, "no lease: the run ended or timed out")
-                )
-                continue
-            policy = registry.require(lease["pipeline"]).stage(lease["stage"])
-            control.beat(conn, report.run_id, now, policy.heartbeat_timeout)
-            reason = _stop_reason(lease, cancelled, now)
-            if reason is not None and lease["stop_reason"] is None:
-                control.request_stop(conn, report.run_id, reason)
-            outcome.answers.append(BeatAnswer(report.run_id, STOP if reason else CONTINUE, reason))
-            outcome.events.append(_beat_event(lease, report, now))
+    conn, outcome = facts.conn, BeatOutcome()
+    found = control.leases_of(conn, [r.run_id for r in reports])
+    cancelled = control.cancelled_among(conn, sorted({lease["item_id"] for lease in found.values()}))
+    for report in reports:
+        lease = found.get(report.run_id)
+        if lease is None:
+            outcome.answers.append(BeatAnswer(report.run_id, STOP, "no lease: the run ended or timed out"))
+            continue
+        policy = registry.require(lease["pipeline"]).stage(lease["stage"])
+        control.beat(conn, report.run_id, now, policy.heartbeat_timeout)
+        reason = _stop_reason(lease, cancelled, now)
+        if reason is not None and lease["stop_reason"] is None:
+            control.request_stop(conn, report.run_id, reason)
+        outcome.answers.append(BeatAnswer(report.run_id, STOP if reason else CONTINUE, reason))
+        outcome.events.append(_beat_event(lease, report, now))
     return outcome
+
+
+def as_job(registry: PipelineRegistry, reports: Sequence[BeatReport]) -> Job[BeatOutcome]:
+    """``heartbeat`` for the ``DecisionCommitter``."""
+    return Job(lambda facts: beat(facts, registry, reports))
 
 
 def _stop_reason(lease: Mapping[str, Any], cancelled: Mapping[str, Any], now: float) -> str | None:

@@ -1,0 +1,133 @@
+"""Statements sent straight to the DB-API driver, inside a SQLAlchemy transaction.
+
+For short statements run many times a second (the control plane's decisions), SQLAlchemy is most of
+the cost: Core spends ~0.4 ms building, caching and compiling a three-condition SELECT, and even
+``exec_driver_sql`` adds ~35 µs to the driver's ~5 µs on SQLite (benchmarks/README.md, "Decisions").
+Here each statement is written once with ``:name`` parameters (sqlite3's style) and rewritten once to
+psycopg's ``%(name)s``; rows come back as tuples, and ``Shape`` makes Core's dicts of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Boolean, Connection, Table
+from sqlalchemy.exc import DBAPIError
+
+Row = dict[str, Any]
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+@functools.lru_cache(maxsize=512)
+def _for_psycopg(statement: str) -> str:
+    return _NAMED.sub(r"%(\1)s", statement)
+
+
+def execute(conn: Connection, statement: str, params: Any, *, many: bool = False) -> Any:
+    """Run one statement (``many``: once per mapping in the sequence ``params``) on the transaction's own
+    driver connection; return the cursor. Driver errors are raised as SQLAlchemy's (``OperationalError``,
+    ``IntegrityError``...) as ``conn.execute`` raises them, so callers and the API see no difference."""
+    sql = _for_psycopg(statement) if is_postgres(conn) else statement
+    driver = conn.connection.dbapi_connection
+    assert driver is not None, "a connection inside its transaction is open"
+    cursor = driver.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _translated(conn, sql, params, exc) from exc
+    return cursor
+
+
+def _translated(conn: Connection, sql: str, params: Any, exc: Any) -> BaseException:
+    lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+    if lost:  # as SQLAlchemy does: a dead connection must not go back to the pool
+        conn.invalidate(exc)
+    base: type[Exception] = conn.dialect.loaded_dbapi.Error
+    error: BaseException = DBAPIError.instance(
+        sql, params, exc, base, connection_invalidated=lost, dialect=conn.dialect
+    )
+    return error
+
+
+def json_value(value: Any) -> str:
+    """A JSON column's value as Core binds it (``None`` too becomes JSON ``null``)."""
+    return orjson.dumps(value).decode()
+
+
+def any_of(conn: Connection, column: str, values: Sequence[Any]) -> tuple[str, Row]:
+    """A condition that ``column`` is one of ``values`` (not empty), and its parameters: one array on
+    PostgreSQL, one parameter per value on SQLite."""
+    if is_postgres(conn):
+        return f"{column} = ANY(:{column})", {column: list(values)}
+    names = [f"{column}{i}" for i in range(len(values))]
+    return f"{column} IN ({', '.join(':' + n for n in names)})", dict(zip(names, values, strict=True))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A table's columns in order, and how to turn a driver's tuple of them into the dict Core returns:
+    JSON decoded (psycopg decodes JSONB itself; sqlite3 returns text) and SQLite's 0/1 as booleans."""
+
+    names: tuple[str, ...]
+    json: tuple[int, ...]
+    flags: tuple[int, ...]
+
+    @classmethod
+    def of(cls, table: Table) -> Shape:
+        columns = list(table.columns)
+        return cls(
+            tuple(c.name for c in columns),
+            tuple(i for i, c in enumerate(columns) if isinstance(c.type, JSON)),
+            tuple(i for i, c in enumerate(columns) if isinstance(c.type, Boolean)),
+        )
+
+    @property
+    def columns(self) -> str:
+        return ", ".join(self.names)
+
+    @property
+    def json_names(self) -> frozenset[str]:
+        return frozenset(self.names[i] for i in self.json)
+
+    def row(self, conn: Connection, values: Sequence[Any]) -> Row:
+        cells = list(values)
+        if not is_postgres(conn):
+            for i in self.json:
+                if cells[i] is not None:
+                    cells[i] = orjson.loads(cells[i])
+            for i in self.flags:
+                cells[i] = bool(cells[i])
+        return dict(zip(self.names, cells, strict=True))
+
+
+def first(conn: Connection, shape: Shape, statement: str, params: Mapping[str, Any]) -> Row | None:
+    """The first row a statement returns, as a dict; None when there is none."""
+    found = execute(conn, statement, params).fetchall()
+    return shape.row(conn, found[0]) if found else None
+
+
+@contextmanager
+def savepoint(conn: Connection) -> Iterator[None]:
+    """Undo only what the block wrote if it raises (the error goes on); the transaction stays usable."""
+    execute(conn, "SAVEPOINT sw_step", {})
+    try:
+        yield
+    except BaseException:
+        execute(conn, "ROLLBACK TO SAVEPOINT sw_step", {})
+        execute(conn, "RELEASE SAVEPOINT sw_step", {})
+        raise
+    execute(conn, "RELEASE SAVEPOINT sw_step", {})
