@@ -333,3 +333,27 @@ def test_every_operator_action_is_audited(store: Database, reg: PipelineRegistry
         ("item.resume", "alice", "v1", "127.0.0.1"),
     ]
     assert rows[1]["params"] == {"from_stage": "process", "cancel_lifted": True}
+
+
+def test_a_paused_stage_waits_and_a_cap_holds_both_audited(store: Database, reg: PipelineRegistry) -> None:
+    from sqlalchemy import select
+
+    from stagewatch.service.control.stages import limit_stage, pause_stage
+    from stagewatch.store.schema import audit
+
+    pause_stage(store, reg, "publish", "Instagram incident", ALICE)
+    paused = _begin(store, reg, "publish", "v1", T0)
+    assert paused.decision.action == "wait"
+    assert paused.decision.reason == "stage publish paused by alice: Instagram incident"
+    assert _item(store, "v1")["status_reason"] == "stage publish paused by alice: Instagram incident"
+    assert _begin(store, reg, "download", "v1", T0).decision.action == "run", "other stages go on"
+    pause_stage(store, reg, "publish", "", ALICE, paused=False)
+    limit_stage(store, reg, "publish", 1, "slow down", ALICE)
+    assert _begin(store, reg, "publish", "v1", T0 + 1, account="a").decision.action == "run"
+    capped = _begin(store, reg, "publish", "v2", T0 + 1, account="b")
+    assert capped.decision.reason == "stage publish capped at 1 running by alice (1 now)"
+    limit_stage(store, reg, "publish", None, "back to normal", ALICE)
+    assert _begin(store, reg, "publish", "v2", T0 + 2, account="b").decision.action == "run"
+    with store.reader.connect() as conn:
+        actions = [r["action"] for r in conn.execute(select(audit).order_by(audit.c.seq)).mappings()]
+    assert actions == ["stage.pause", "stage.unpause", "stage.limit", "stage.limit"]

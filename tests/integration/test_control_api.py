@@ -167,3 +167,19 @@ def test_bulk_cancel_counts_first_and_needs_a_filter(guarded_server: LiveServer)
         assert empty.status_code == 422 and empty.json()["field"] == "filter"
     result = _cli(guarded_server, "cancel", "--reason", "x")
     assert result.exit_code == 2
+
+
+def test_pausing_a_stage_from_the_cli_makes_begin_wait_until_unpaused(guarded_server: LiveServer) -> None:
+    base = guarded_server.url
+    with httpx.Client() as http:
+        result = _cli(guarded_server, "pause", "work", "--reason", "storage incident")
+        assert result.exit_code == 0 and "paused work" in result.output
+        waiting = _begin(http, base, "paused-1")
+        assert (
+            waiting["decision"] == "wait"
+            and waiting["reason"] == "stage work paused by anonymous: storage incident"
+        )
+        assert http.get(f"{base}/v1/stages").json()["overrides"][0]["paused"] is True
+        assert _cli(guarded_server, "unpause", "work").exit_code == 0
+        assert _begin(http, base, "paused-1")["decision"] == "run"
+        assert _cli(guarded_server, "limit", "work").exit_code == 2  # neither --max-running nor --clear

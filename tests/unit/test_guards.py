@@ -180,3 +180,38 @@ def test_a_duplicate_is_skipped_even_after_a_cancel_and_a_cancel_beats_a_full_sl
     full = (SlotUse("global", 1, 1),)
     assert decide(snap(cancellation=cancelled, concurrency=full)).action is Action.ABORT
     assert decide(snap(concurrency=full)).action is Action.WAIT
+
+
+# --- stage overrides -------------------------------------------------------------------------------------
+
+
+def test_a_paused_stage_waits_naming_who_paused_it_and_why() -> None:
+    from stagewatch.domain.guards import StageOverride
+    from stagewatch.domain.guards.overrides import stage_override
+
+    paused = StageOverride(paused=True, reason="Instagram incident", actor="alice")
+    decision = stage_override(snap(override=paused))
+    assert decision is not None and decision.action is Action.WAIT
+    assert decision.reason == "stage publish paused by alice: Instagram incident"
+    assert decision.blocker == "stage publish paused"
+    assert stage_override(snap()) is None
+
+
+def test_a_capped_stage_waits_only_while_the_cap_is_reached() -> None:
+    from stagewatch.domain.guards import StageOverride
+    from stagewatch.domain.guards.overrides import stage_override
+
+    capped = StageOverride(max_running=2, actor="bob")
+    assert stage_override(snap(override=capped, stage_running=1)) is None
+    decision = stage_override(snap(override=capped, stage_running=2))
+    assert decision is not None and decision.reason == "stage publish capped at 2 running by bob (2 now)"
+
+
+def test_a_pause_outranks_limits_but_not_a_cancel() -> None:
+    from stagewatch.domain.guards import StageOverride
+
+    paused = StageOverride(paused=True, reason="r", actor="alice")
+    assert decide(snap(override=paused, concurrency=(SlotUse("global", 1, 1),))).reason.startswith(
+        "stage publish paused"
+    )
+    assert decide(snap(override=paused, cancellation=Cancellation("x", "bob", NOW))).action is Action.ABORT

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from stagewatch import __version__
-from stagewatch.api import audit, control, dependencies, events, health, items, logs, runs, tokens
+from stagewatch.api import audit, control, dependencies, events, health, items, logs, runs, stages, tokens
 from stagewatch.api.auth import install_auth
 from stagewatch.api.context import AppContext
 from stagewatch.api.errors import install_error_handlers
@@ -23,6 +23,7 @@ from stagewatch.service.retention import RetentionTask
 from stagewatch.settings import Settings
 from stagewatch.store.engine import open_database
 from stagewatch.store.migrate import upgrade
+from stagewatch.web import mount_dashboard
 
 
 def create_app(settings: Settings | None = None, registry: PipelineRegistry | None = None) -> FastAPI:
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, registry: PipelineRegistry | No
     app = FastAPI(title="stagewatch", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     for router in (events.router, items.router, logs.router, health.router, audit.router, tokens.router,
-                   runs.router, control.router, dependencies.router):  # fmt: skip
+                   runs.router, control.router, dependencies.router, stages.router):  # fmt: skip
         app.include_router(router)
+    mount_dashboard(app)
     return app

@@ -26,7 +26,8 @@ class AppContext:
     leadership: Leadership | None = None
 
 
-def context(request: Request) -> AppContext:
+async def context(request: Request) -> AppContext:
+    # Async on purpose: a plain function dependency costs every request a hop to the thread pool.
     ctx: AppContext = request.app.state.ctx
     return ctx
 

@@ -83,6 +83,9 @@ class StagewatchClient:
         """POST a JSON body to a control endpoint (cancel, resume, replay, ...) and return the answer."""
         return self._json(self._send("POST", path, json=body))
 
+    def put_json(self, path: str, body: Json) -> Json:
+        return self._json(self._send("PUT", path, json=body))
+
     def get_json(self, path: str, params: Params | None = None) -> Json:
         wanted = {name: value for name, value in (params or {}).items() if value not in (None, "")}
         return self._json(self._send("GET", path, params=wanted))

@@ -19,7 +19,7 @@ REASON_HELP = "Why: recorded in the audit trail with your token's name."
 
 
 def register(group: click.Group) -> None:
-    for command in (cancel, resume, stop, dlq):
+    for command in (cancel, resume, stop, dlq, pause, unpause, limit):
         group.add_command(command)
 
 
@@ -224,3 +224,52 @@ dlq.command("replay", short_help="Re-arm dead letters and re-deliver their paylo
 dlq.command("discard", short_help="Give up on dead letters for good (needs --reason).")(
     _letter_action("discard")
 )
+
+
+# --- stages --------------------------------------------------------------------------------------------
+
+
+@click.command("pause", short_help="Pause a stage: every new run of it waits (running work goes on).")
+@click.argument("stage")
+@click.option("--reason", required=True, help=REASON_HELP)
+@click.option("--pipeline", default=None, help="The pipeline. [default: the server's default]")
+@server_options
+@reports_errors
+def pause(stage: str, reason: str, pipeline: str | None, url: str | None, token: str | None) -> None:
+    """Pause STAGE: `begin` answers wait ("stage publish paused by alice: ...") until `stagewatch unpause`."""
+    with connect(url, token) as client:
+        client.post_json(_path("/v1/stages/{}/pause", stage), {"reason": reason, "pipeline": pipeline})
+    click.echo(f"paused {stage}: new runs wait until `stagewatch unpause {stage}`")
+
+
+@click.command("unpause", short_help="Let new runs of a paused stage begin again.")
+@click.argument("stage")
+@click.option("--reason", default="", help=REASON_HELP)
+@click.option("--pipeline", default=None, help="The pipeline. [default: the server's default]")
+@server_options
+@reports_errors
+def unpause(stage: str, reason: str, pipeline: str | None, url: str | None, token: str | None) -> None:
+    with connect(url, token) as client:
+        client.post_json(_path("/v1/stages/{}/unpause", stage), {"reason": reason, "pipeline": pipeline})
+    click.echo(f"unpaused {stage}")
+
+
+@click.command("limit", short_help="Cap a stage's runs at once (admin), or lift the cap.")
+@click.argument("stage")
+@click.option("--max-running", type=click.IntRange(min=0), default=None, help="At most this many at once.")
+@click.option("--clear", is_flag=True, help="Lift the cap.")
+@click.option("--reason", default="", help=REASON_HELP)
+@click.option("--pipeline", default=None, help="The pipeline. [default: the server's default]")
+@server_options
+@reports_errors
+def limit(
+    stage: str, max_running: int | None, clear: bool, reason: str, pipeline: str | None, url: str | None,
+    token: str | None,
+) -> None:  # fmt: skip
+    """Cap STAGE at --max-running runs at once (on top of its configured limits), or --clear the cap."""
+    if (max_running is None) == (not clear):
+        raise click.UsageError("give --max-running N or --clear")
+    body = {"max_running": None if clear else max_running, "reason": reason, "pipeline": pipeline}
+    with connect(url, token) as client:
+        client.put_json(_path("/v1/stages/{}/limit", stage), body)
+    click.echo(f"{stage}: cap lifted" if clear else f"{stage}: at most {max_running} runs at once")

@@ -304,3 +304,56 @@ dependencies = Table(
     Column("next_probe_at", Float),
     Column("message", Text),
 )
+
+# Operators' changes to a stage at run time, shared by every replica: a pause (begin answers wait, naming
+# who paused it and why) and a cap on the stage's runs at once. Audited when changed.
+stage_overrides = Table(
+    "stage_overrides",
+    metadata,
+    Column("pipeline", String(256), primary_key=True),
+    Column("stage", String(256), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    Column("reason", Text),
+    Column("actor", String(256)),
+    Column("max_running", Integer),
+    Column("updated_at", Float, nullable=False),
+)
+
+# --- the dashboard's indexes (migration 0005; see store/dashboard.py) ------------------------------------
+# Throughput and error rate per stage over the last hour, from the index alone.
+Index("ix_runs_ended", runs.c.ended_at, runs.c.stage, runs.c.status)
+# Error groups over any window: only runs that ended with an error. The partial conditions are spelled as
+# the queries spell them, since SQLite uses a partial index only for a matching condition.
+Index(
+    "ix_runs_failed_ended",
+    runs.c.ended_at,
+    runs.c.error_fingerprint,
+    runs.c.item_id,
+    sqlite_where=runs.c.error_fingerprint.is_not(None),
+    postgresql_where=runs.c.error_fingerprint.is_not(None),
+)
+# One error group's latest failure, sparkline and videos, from the index alone.
+Index(
+    "ix_runs_failed_fingerprint",
+    runs.c.error_fingerprint,
+    runs.c.ended_at,
+    runs.c.item_id,
+    sqlite_where=runs.c.error_fingerprint.is_not(None),
+    postgresql_where=runs.c.error_fingerprint.is_not(None),
+)
+# The runs in flight, longest running first: only the running ones.
+Index(
+    "ix_runs_running",
+    runs.c.started_at,
+    runs.c.run_id,
+    sqlite_where=runs.c.status == "running",
+    postgresql_where=runs.c.status == "running",
+)
+# Stuck items per stage: only the stuck ones.
+Index(
+    "ix_items_stuck",
+    items.c.pipeline,
+    items.c.stage,
+    sqlite_where=items.c.stuck.is_(True),
+    postgresql_where=items.c.stuck.is_(True),
+)

@@ -8,6 +8,7 @@ from stagewatch.domain.guards.snapshot import (
     RateUse,
     SlotUse,
     Snapshot,
+    StageOverride,
     Work,
     WorkState,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "RateUse",
     "SlotUse",
     "Snapshot",
+    "StageOverride",
     "Work",
     "WorkState",
     "decide",

@@ -68,6 +68,16 @@ class RateUse:
 
 
 @dataclass(frozen=True, slots=True)
+class StageOverride:
+    """An operator's run-time change to a stage: paused, and/or at most ``max_running`` runs at once."""
+
+    paused: bool = False
+    reason: str | None = None
+    actor: str | None = None
+    max_running: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     now: float
     policy: StagePolicy
@@ -76,6 +86,8 @@ class Snapshot:
     dependencies: Mapping[str, DependencyState] = field(default_factory=dict)
     concurrency: tuple[SlotUse, ...] = ()
     rates: tuple[RateUse, ...] = ()
+    override: StageOverride | None = None
+    stage_running: int = 0  # live leases of this stage, counted only when a cap is set
 
     @property
     def attempts(self) -> int:

@@ -1,25 +1,27 @@
 """``begin``: read a snapshot of everything that bears on one run, ask the guard chain, and act on its
-decision, all in one transaction (see store/control.py for how that stays atomic across replicas)."""
+decision, all in one transaction (see store/control.py for how that stays atomic across replicas).
+``decide`` is the same decision inside a transaction that may hold others (see ``committer``)."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection
 
 from stagewatch.domain.events import Event, EventType, default_run_id
-from stagewatch.domain.guards import Action, Decision, RateUse, SlotUse, Snapshot, WorkState, decide
+from stagewatch.domain.guards import Action, Decision, RateUse, SlotUse, Snapshot, StageOverride, WorkState
+from stagewatch.domain.guards import decide as guard_chain
 from stagewatch.domain.guards.limits import render_key
 from stagewatch.domain.pipeline import Pipeline, PipelineRegistry, StagePolicy
-from stagewatch.service.control.facts import fact, record
+from stagewatch.service.control.committer import Job
+from stagewatch.service.control.facts import Facts, decision_transaction, fact
 from stagewatch.service.control.retries import dead_letter, time_out
-from stagewatch.store import control
+from stagewatch.store import control, overrides
 from stagewatch.store.control import WorkId
-from stagewatch.store.dependencies import needed_states
 from stagewatch.store.engine import Database
 
 
@@ -68,22 +70,58 @@ class _Limits:
 def begin(
     db: Database, registry: PipelineRegistry, request: BeginRequest, now: float | None = None
 ) -> BeginResult:
-    """Decide whether the run may go ahead, and record the decision."""
+    """Decide whether the run may go ahead, and record the decision, in a transaction of its own."""
+    with decision_transaction(db, registry) as facts:
+        return decide(facts, registry, request, now)
+
+
+def decide(
+    facts: Facts, registry: PipelineRegistry, request: BeginRequest, now: float | None = None
+) -> BeginResult:
+    """``begin`` in an open transaction; the events go to ``facts``."""
     now = time.time() if now is None else now
     pipeline = registry.require(request.pipeline)
     policy = pipeline.stage(request.stage)
     work_id: WorkId = (pipeline.name, policy.name, request.key or request.item_id)
     limits = _limits_of(pipeline, policy, request)
-    with db.writer.begin() as conn:
-        events: list[Event] = []
-        row = control.lock_work(conn, work_id, request.item_id, now)
-        row, live = _reap_expired(conn, row, policy, work_id, now, events)
-        control.lock_keys(conn, limits.keys)
-        snapshot = _snapshot(conn, policy, row, live, request.item_id, limits, now)
-        decision = decide(snapshot)
-        result = _act(conn, decision, pipeline, policy, row, request, limits, now, events)
-        record(conn, registry, events, now)
+    conn = facts.conn
+    events: list[Event] = []
+    row = control.lock_work(conn, work_id, request.item_id, now)
+    row, live = _reap_expired(conn, row, policy, work_id, now, events)
+    override = overrides.override_of(conn, pipeline.name, policy.name)
+    control.lock_keys(conn, [*limits.keys, *_cap_keys(pipeline, policy, override)])
+    snapshot = _snapshot(conn, policy, row, live, request.item_id, limits, now)
+    if override is not None:
+        snapshot = replace(
+            snapshot, override=override, stage_running=_running(conn, override, pipeline, policy, now)
+        )
+    result = _act(conn, guard_chain(snapshot), pipeline, policy, row, request, limits, now, events)
+    facts.add(events, now)
     return result
+
+
+def _cap_keys(pipeline: Pipeline, policy: StagePolicy, override: StageOverride | None) -> list[str]:
+    """An operator's cap on the stage is a limit key like any other: counted under its lock."""
+    if override is None or override.max_running is None:
+        return []
+    return [f"{pipeline.name}|stage cap {policy.name}"]
+
+
+def _running(
+    conn: Connection, override: StageOverride, pipeline: Pipeline, policy: StagePolicy, now: float
+) -> int:
+    if override.max_running is None:
+        return 0
+    return overrides.stage_running(conn, pipeline.name, policy.name, now)
+
+
+def as_job(registry: PipelineRegistry, request: BeginRequest) -> Job[BeginResult]:
+    """``begin`` for the ``DecisionCommitter``. It reads the projection of the item (its last control
+    fact) and of the runs it may name, so events pending about those must be projected first."""
+    return Job(
+        lambda facts: decide(facts, registry, request),
+        lambda facts: facts.concern(item_id=request.item_id, run_id=request.run_id),
+    )
 
 
 def _limits_of(pipeline: Pipeline, policy: StagePolicy, request: BeginRequest) -> _Limits:
@@ -154,7 +192,7 @@ def _snapshot(
         policy=policy,
         work=control.work_snapshot(row, live),
         cancellation=control.active_cancellation(conn, item_id),
-        dependencies=needed_states(conn, policy),
+        dependencies=control.dependency_states(conn, policy.depends_on),
         concurrency=concurrency,
         rates=tuple(rates),
     )
@@ -240,10 +278,13 @@ def _run_id(conn: Connection, request: BeginRequest, row: Mapping[str, Any], att
     """The first attempt may take the id the enqueuer chose (so its ``run.enqueued`` and this start are
     one run); later attempts are named by item, stage (and key, when it is not the item) and attempt.
     After a replay the attempts count again from 1, so a name already used gets a random suffix."""
-    if attempt == 1 and request.run_id and control.run_status(conn, request.run_id) in (None, "queued"):
-        return request.run_id
     if row["work_key"] != request.item_id:
         name = f"{request.item_id}/{request.stage}/{row['work_key']}/{attempt}"
     else:
         name = default_run_id(request.item_id, request.stage, attempt)
-    return name if control.run_status(conn, name) is None else f"{name}~{uuid.uuid4().hex[:8]}"
+    chosen = request.run_id if attempt == 1 and request.run_id else None
+    # Both names in one query.
+    statuses = control.run_statuses(conn, [name] if chosen is None else [chosen, name])
+    if chosen is not None and statuses.get(chosen) in (None, "queued"):
+        return chosen
+    return name if name not in statuses else f"{name}~{uuid.uuid4().hex[:8]}"
