@@ -24,7 +24,10 @@ else
   if [ "${CI:-}" = "true" ]; then echo "error: CI needs PostgreSQL" >&2; exit 1; fi
 fi
 
-echo "== ruff"; python3 -m ruff check . && python3 -m ruff format --check .
+# One command per line: under `set -e` a failure inside an `a && b` list would not stop the script.
+echo "== ruff"
+python3 -m ruff check .
+python3 -m ruff format --check .
 echo "== mypy"; python3 -m mypy
 echo "== pytest"
 set +e

@@ -16,8 +16,8 @@ from stagewatch.domain.events import iso, parse_time_text
 from stagewatch.domain.statuses import ItemStatus
 from stagewatch.errors import InvalidShape
 from stagewatch.service.control import operate
-from stagewatch.store.audit import Actor
 from stagewatch.store import control, reads
+from stagewatch.store.audit import Actor
 from stagewatch.store.reads import ItemFilter
 
 router = APIRouter(tags=["control"])
