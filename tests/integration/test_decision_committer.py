@@ -105,6 +105,8 @@ def test_a_decision_sees_the_projection_of_those_before_it(db: Database, reg: Pi
 
 
 def test_a_run_begun_and_completed_in_one_group_ends_as_if_alone(db: Database, reg: PipelineRegistry) -> None:
+    if db.is_postgres:  # each decision is its own concurrent transaction there: their order is not defined
+        pytest.skip("PostgreSQL does not group decisions")
     (first,) = _together(db, reg, [_begin(reg, "v1")])
     done, again = _together(db, reg, [_complete(reg, first.run_id), _begin(reg, "v1", T0 + 2)])
     assert done.next == "done"
