@@ -38,7 +38,7 @@ def run_guarded(
             if not wait_or_park(world, service, stage, job, wait):
                 return False
         except DeadLettered as dead:
-            log_for(service, job, stage, "error", f"{stage} is in the dead-letter queue: {dead}")
+            log_for(service, job, stage, "error", f"{stage} stops here, as the control plane says: {dead}")
             world.ledger.settle(video, Outcome.DEAD_LETTERED, stage, str(dead))
             return False
         except Skip as skip:
