@@ -296,6 +296,11 @@ def test_items_overstaying_a_dwell_slo_are_marked_stuck_with_the_rule(
     assert sweep(store, reg, now=T0 + 10 + 1860).stuck_items == 1
     item = _item(store, "v1")
     assert item["stuck"] and item["stuck_reason"] == "ready_to_publish for 31m, no publish started (SLO 30m)"
+    from stagewatch.store.reads import ItemFilter
+
+    _begin(store, reg, "download", "v2", T0)
+    stuck_only = query.list_items(store, ItemFilter(stuck=True), None, 10)["items"]
+    assert [found["item_id"] for found in stuck_only] == ["v1"]
 
 
 def test_completing_twice_or_an_unknown_run(store: Database, reg: PipelineRegistry) -> None:

@@ -42,6 +42,7 @@ class ItemFilterBody(BaseModel):
     pipeline: str | None = None
     prefix: str | None = None
     updated_since: float | str | None = None
+    stuck: bool | None = None
 
     def to_filter(self) -> ItemFilter:
         if not self.model_dump(exclude_none=True):
@@ -54,7 +55,7 @@ class ItemFilterBody(BaseModel):
         return ItemFilter(
             status=[s.value for s in self.status] if self.status else None, stage=self.stage,
             account=self.account, scenario=self.scenario, pipeline=self.pipeline, id_prefix=self.prefix,
-            updated_since=since_value,
+            updated_since=since_value, stuck=bool(self.stuck),
         )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ class ItemFilter:
     pipeline: str | None = None
     updated_since: float | None = None
     id_prefix: str | None = None
+    stuck: bool = False  # only items the watchdog marked stuck (a partial index holds just those)
 
 
 def item(conn: Connection, item_id: str) -> ItemState | None:
@@ -77,6 +78,8 @@ def _conditions(where: ItemFilter) -> list[ColumnElement[bool]]:
         conditions.append(c.updated_at >= where.updated_since)
     if where.id_prefix:
         conditions.extend(_prefix_range(c.item_id, where.id_prefix))
+    if where.stuck:
+        conditions.append(c.stuck.is_(True))  # spelled as the partial index ix_items_stuck is
     return conditions
 
 
