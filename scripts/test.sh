@@ -24,6 +24,18 @@ else
   if [ "${CI:-}" = "true" ]; then echo "error: CI needs PostgreSQL" >&2; exit 1; fi
 fi
 
+# The dashboard's browser tests drive Debian's chromium (never a downloaded browser): install it when it
+# is missing and apt can (as root, e.g. in CI). Without it they skip locally and fail in CI.
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "installing chromium for the dashboard's browser tests"
+    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null || true
+  fi
+  command -v chromium >/dev/null || echo "warning: no chromium; the dashboard's browser tests will skip" >&2
+}
+ensure_chromium
+
 # One command per line: under `set -e` a failure inside an `a && b` list would not stop the script.
 echo "== ruff"
 python3 -m ruff check .

@@ -23,6 +23,7 @@ from stagewatch.service.retention import RetentionTask
 from stagewatch.settings import Settings
 from stagewatch.store.engine import open_database
 from stagewatch.store.migrate import upgrade
+from stagewatch.web import mount_dashboard
 
 
 def create_app(settings: Settings | None = None, registry: PipelineRegistry | None = None) -> FastAPI:
@@ -69,4 +70,5 @@ def create_app(settings: Settings | None = None, registry: PipelineRegistry | No
     for router in (events.router, items.router, logs.router, health.router, audit.router, tokens.router,
                    runs.router, control.router, dependencies.router, stages.router):  # fmt: skip
         app.include_router(router)
+    mount_dashboard(app)
     return app

@@ -32,10 +32,15 @@ def cli() -> None:
 
     \b
     Start here:
-      stagewatch serve                 run the server (SQLite file ./stagewatch.db by default)
+      stagewatch demo                  a simulated pipeline, live, with the dashboard at its URL
+      stagewatch token create me --scope admin
+                                       a token (the server needs one; or `serve --no-auth` on loopback)
+      stagewatch serve                 run the server and dashboard (SQLite ./stagewatch.db by default)
       stagewatch status VIDEO_ID       the whole story of one video
       stagewatch items --status failed list videos by status, stage, account
-    The server URL comes from --url or STAGEWATCH_URL (default http://127.0.0.1:8000).
+      stagewatch cancel VIDEO_ID --reason ...; stagewatch dlq replay --item VIDEO_ID
+    The server URL comes from --url or STAGEWATCH_URL (default http://127.0.0.1:8000), the token from
+    --token or STAGEWATCH_TOKEN.
     """
 
 
@@ -65,7 +70,8 @@ def serve(
     log_level: str | None,
     auth: bool | None,
 ) -> None:
-    """Run the server: ingest API, queries and (later) the dashboard. Migrates the database first."""
+    """Run the server: the ingest and control API, queries, and the dashboard at /. Migrates the database
+    first."""
     import uvicorn
 
     from stagewatch.api.app import create_app

@@ -78,7 +78,7 @@ def _where(info: DemoInfo) -> Table:
         "which already published its 50 posts of the day"
     )
     for label, value in (
-        ("server", f"{info.url}/   (the web dashboard arrives in a later release)"),
+        ("dashboard", f"{info.url}/   (log in with the token below)"),
         ("API docs", f"{info.url}/docs"),
         ("counts", f"{info.url}/v1/summary"),
         ("database", str(info.db_path)),

@@ -322,13 +322,14 @@ stage_overrides = Table(
 # --- the dashboard's indexes (migration 0005; see store/dashboard.py) ------------------------------------
 # Throughput and error rate per stage over the last hour, from the index alone.
 Index("ix_runs_ended", runs.c.ended_at, runs.c.stage, runs.c.status)
-# Error groups over any window: only runs that ended with an error. The partial conditions are spelled as
-# the queries spell them, since SQLite uses a partial index only for a matching condition.
+# Error groups over any window, of one stage or all: only runs that ended with an error. The partial
+# conditions are spelled as the queries spell them (SQLite uses a partial index only for a matching one).
 Index(
     "ix_runs_failed_ended",
     runs.c.ended_at,
     runs.c.error_fingerprint,
     runs.c.item_id,
+    runs.c.stage,
     sqlite_where=runs.c.error_fingerprint.is_not(None),
     postgresql_where=runs.c.error_fingerprint.is_not(None),
 )

@@ -8,10 +8,10 @@ What the dashboard's read models need (store/dashboard.py) to stay fast at 1,000
 
 - ``ix_runs_ended`` (ended_at, stage, status): throughput and error rate per stage over the last hour
   come from this index alone, never from the table.
-- ``ix_runs_failed_ended`` (ended_at, error_fingerprint, item_id) and ``ix_runs_failed_fingerprint``
-  (error_fingerprint, ended_at, item_id), on runs that ended with an error only (a few percent of
-  runs): error groups over a window from the first; one group's latest failure, sparkline and videos
-  from the second, without reading the table.
+- ``ix_runs_failed_ended`` (ended_at, error_fingerprint, item_id, stage) and
+  ``ix_runs_failed_fingerprint`` (error_fingerprint, ended_at, item_id), on runs that ended with an
+  error only (a few percent of runs): error groups over a window, of one stage or all, from the first;
+  one group's latest failure, sparkline and videos from the second, without reading the table.
 - ``ix_runs_running`` (started_at, run_id) on running runs only: the in-flight page, longest running
   first, without sorting every running run.
 - ``ix_items_stuck`` (pipeline, stage) on stuck items only: the per-stage stuck counts.
@@ -37,7 +37,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_runs_failed_ended",
         "runs",
-        ["ended_at", "error_fingerprint", "item_id"],
+        ["ended_at", "error_fingerprint", "item_id", "stage"],
         sqlite_where=failed,
         postgresql_where=failed,
     )
