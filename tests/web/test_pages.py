@@ -157,3 +157,11 @@ def test_a_read_only_login_sees_no_button_and_its_posts_are_refused(
     page.goto(f"{dashboard.url}/videos/{video}")
     assert "dead-lettered" in page.locator("#video-head").inner_text()  # nothing changed
     assert "read-only try" not in page.locator("section[aria-labelledby=audit-h]").inner_text()
+
+
+def test_a_published_video_shows_what_it_cost_so_far(dashboard: Dashboard, new_page: Any) -> None:
+    page = log_in(new_page(), dashboard.url, dashboard.reader)
+    page.goto(f"{dashboard.url}/videos/{video_with(Fault.RATE_LIMIT)}")
+    head = page.locator("#video-head").inner_text()
+    units = r"[\d.]+ cloud_run_vcpu_seconds · [\d.]+ instagram_api_call · [\d.]+ storage_gb"
+    assert re.search(rf"cost so far\s+{units}", head, re.IGNORECASE), head  # the label is styled upper-case

@@ -398,3 +398,15 @@ def _bar(run: Mapping[str, Any]) -> TimelineBar:
         queued_at=_epoch(run.get("enqueued_at")), started_at=_epoch(run.get("started_at")),
         ended_at=_epoch(run.get("ended_at")), worker=run.get("worker"), error=text,
     )  # fmt: skip
+
+
+def costs_of(history: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """What a video has cost so far, per unit, from the costs its runs reported (``run.add_cost`` sends
+    each as an annotation with ``cost_unit`` and ``cost_quantity``; every one is a fact in its history)."""
+    totals: dict[str, float] = {}
+    for entry in history:
+        attrs = entry.get("attrs") or {}
+        unit, quantity = attrs.get("cost_unit"), attrs.get("cost_quantity")
+        if isinstance(unit, str) and isinstance(quantity, int | float) and not isinstance(quantity, bool):
+            totals[unit] = totals.get(unit, 0.0) + float(quantity)
+    return dict(sorted(totals.items()))

@@ -46,7 +46,8 @@ def history_detail(entry: Mapping[str, Any]) -> str:
 
 
 def _header(ctx: AppContext, item_id: str) -> dict[str, Any]:
-    item = query.get_item(ctx.db, item_id)
+    item = query.get_item(ctx.db, item_id, with_history=True)
+    item["costs"] = dashboard.costs_of(item.pop("history"))
     return {"item": item, "timeline": _timeline(item)}
 
 
@@ -58,6 +59,7 @@ def _timeline(item: Mapping[str, Any]) -> Markup:
 def _model(ctx: AppContext, item_id: str, log_query: str, beats: bool) -> dict[str, Any]:
     item = query.get_item(ctx.db, item_id, with_history=True)
     history = item["history"]
+    item["costs"] = dashboard.costs_of(history)
     shown = history if beats else [e for e in history if e.get("type") not in QUIET_TYPES]
     logs = search_logs(ctx.db, log_filter(log_query or None, item_id=item_id), None, LOG_LIMIT)
     pipeline = ctx.registry.get(item["pipeline"])
