@@ -362,3 +362,13 @@ def test_a_paused_stage_waits_and_a_cap_holds_both_audited(store: Database, reg:
     with store.reader.connect() as conn:
         actions = [r["action"] for r in conn.execute(select(audit).order_by(audit.c.seq)).mappings()]
     assert actions == ["stage.pause", "stage.unpause", "stage.limit", "stage.limit"]
+
+
+def test_many_dead_letters_on_one_connection(store: Database, reg: PipelineRegistry) -> None:
+    """PostgreSQL prepares a statement after five runs on a connection; the dead-letter insert must still
+    match its partial unique index then (it once failed at the eleventh)."""
+    for i in range(15):
+        run = _begin(store, reg, "process", f"dl-{i}", T0 + i)
+        assert complete(store, reg, run.run_id, "failed", PERMANENT, now=T0 + i + 0.5).next == "dead_letter"
+    with store.reader.connect() as conn:
+        assert len(control.dead_letter_page(conn, limit=100)) == 15

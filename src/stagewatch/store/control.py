@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stagewatch.domain.circuit import DependencyState
@@ -243,12 +243,13 @@ def lift_cancellation(conn: Connection, item_id: str) -> bool:
 def add_dead_letter(conn: Connection, row: Mapping[str, Any]) -> None:
     """Enqueue a dead letter; a second open one for the same work is refused by a unique index, and
     ignored here, so it is enqueued exactly once however often it is decided."""
+    # The partial index's condition is spelled as a literal, not a bound parameter: once psycopg prepares
+    # the statement (after 5 runs on a connection), PostgreSQL cannot match "status = $1" to the index.
+    open_only = dead_letters.c.status == literal_column("'open'")
     conn.execute(
         _insert(conn, dead_letters)
         .values(status="open", replays=0, **row)
-        .on_conflict_do_nothing(
-            index_elements=["pipeline", "stage", "work_key"], index_where=dead_letters.c.status == "open"
-        )
+        .on_conflict_do_nothing(index_elements=["pipeline", "stage", "work_key"], index_where=open_only)
     )
 
 

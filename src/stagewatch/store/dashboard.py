@@ -159,8 +159,8 @@ def running_count(conn: Connection) -> int:
 
 
 def _failed_since(since: float, until: float) -> ColumnElement[bool]:
-    # ``error_fingerprint IS NOT NULL`` is spelled out so both databases use the partial index
-    # ``ix_runs_failed_ended``, which holds only runs that ended with an error.
+    # ``error_fingerprint IS NOT NULL`` is spelled out so both databases use the partial indexes
+    # ``ix_runs_failed_*``, which hold only runs that ended with an error.
     r = runs.c
     return and_(r.error_fingerprint.is_not(None), r.ended_at >= since, r.ended_at <= until)
 
