@@ -4,6 +4,7 @@ worker's health reports, once with the server's own HTTP probe of a real endpoin
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, free_port, start_server, stop_server
+from tests.conftest import LiveServer, start_server, stop_server
 
 CONFIG = """
 [dependencies.instagram-api]
@@ -40,40 +41,44 @@ depends_on = ["storage"]
 """
 
 
-class Health(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 class Endpoint:
-    """A real health endpoint on a fixed loopback port that can be taken down and brought back."""
+    """A real health endpoint on loopback that can go down (it answers 503, as a failing service's
+    health check does) and come back (200). It keeps its socket: re-binding a port is itself flaky."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._server: ThreadingHTTPServer | None = None
+    def __init__(self) -> None:
+        self.healthy = threading.Event()
+        self.healthy.set()
+        health = self.healthy
 
-    def up(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Health)
+        class Health(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200 if health.is_set() else 503)
+                self.end_headers()
+                self.wfile.write(b"ok" if health.is_set() else b"storage unavailable")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+        self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
+    def up(self) -> None:
+        self.healthy.set()
+
     def down(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.healthy.clear()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 @pytest.fixture
 def endpoint() -> Iterator[Endpoint]:
-    health = Endpoint(free_port())
-    health.up()
+    health = Endpoint()
     yield health
-    health.down()
+    health.close()
 
 
 @pytest.fixture
@@ -126,9 +131,13 @@ def test_a_reported_outage_makes_begin_wait_and_recovery_lets_work_resume(server
 def test_a_probed_endpoint_going_down_and_up_gates_begin(server: LiveServer, endpoint: Endpoint) -> None:
     assert _begin(server, "download", "b1")["decision"] == "run"
     endpoint.down()
-    waiting = _until(lambda: (a := _begin(server, "download", "b2"))["decision"] == "wait" and a, server)
+    # A new video each time: one begun before the probe noticed would hold a lease, and be a duplicate.
+    fresh = (f"b{n}" for n in itertools.count(2))
+    waiting = _until(
+        lambda: (a := _begin(server, "download", next(fresh)))["decision"] == "wait" and a, server
+    )
     assert waiting["reason"].startswith("dependency storage down since ")
     ready = httpx.get(f"{server.url}/readyz").json()
     assert "storage" in str(ready)
     endpoint.up()
-    _until(lambda: _begin(server, "download", "b2")["decision"] == "run", server)
+    _until(lambda: _begin(server, "download", next(fresh))["decision"] == "run", server)
