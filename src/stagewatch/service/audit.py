@@ -3,14 +3,12 @@ item's creation. Control actions write their own rows with ``stagewatch.store.au
 
 from __future__ import annotations
 
-import base64
-import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from stagewatch.domain.events import Event, iso, parse_time_text
 from stagewatch.errors import InputError, InvalidShape
+from stagewatch.service.cursors import decode_cursor, encode_cursor
 from stagewatch.store import audit as audit_store
 from stagewatch.store.audit import Actor, AuditFilter
 from stagewatch.store.engine import Database
@@ -71,22 +69,6 @@ def audit_view(row: Mapping[Any, Any]) -> dict[str, Any]:
         "reason": row["reason"],
         "source": row["source"],
     }
-
-
-def encode_cursor(at: float, seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([at, seq]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, seq = json.loads(raw)
-        # Only what encode_cursor makes: [finite number, integer].
-        if isinstance(at, bool) or isinstance(seq, bool) or not isinstance(seq, int) or not math.isfinite(at):
-            raise TypeError(cursor)
-        return float(at), seq
-    except (ValueError, TypeError):
-        raise InputError("cursor is not one this server issued", field="cursor") from None
 
 
 def item_created_row(event: Event, actor: Actor, at: float) -> dict[str, Any]:

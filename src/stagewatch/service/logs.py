@@ -8,9 +8,7 @@ by item, run, stage, minimum level and time.
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stagewatch.domain.events import JsonScalar, ShortText, iso
 from stagewatch.errors import InputError, InvalidShape
+from stagewatch.service.cursors import decode_cursor, encode_cursor
 from stagewatch.service.ingest import BatchCommitter, BatchOutcome, share_transaction
 from stagewatch.service.validation import Rejection
 from stagewatch.store import logs as log_store
@@ -296,16 +295,3 @@ def log_view(row: Mapping[Any, Any]) -> dict[str, Any]:
         "attrs": row["attrs"],
         "received_at": iso(row["received_at"]),
     }
-
-
-def encode_cursor(at: float, seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([at, seq]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, seq = json.loads(raw)
-        return float(at), int(seq)
-    except (ValueError, TypeError):
-        raise InputError("cursor is not one this server issued", field="cursor") from None
