@@ -18,7 +18,7 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 PHASES = (
     ("ingest: JSON parse (orjson.loads)", ("_parse_json", "parse_json")),
     ("ingest: validation (validate_batch / pydantic)", ("validate_batch",)),
-    ("ingest: event_row + model_dump", ("event_row",)),
+    ("ingest: event_values + model_dump_json", ("event_values",)),
     ("ingest: insert events", ("insert_new_events",)),
     ("ingest: lock_items (load items)", ("lock_items",)),
     ("ingest: load_runs", ("load_runs",)),

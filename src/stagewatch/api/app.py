@@ -20,6 +20,7 @@ from stagewatch.service.ingest import GroupCommitter
 from stagewatch.service.leader import Leadership
 from stagewatch.service.logs import log_committer
 from stagewatch.service.retention import RetentionTask
+from stagewatch.service.runtime import tune_garbage_collector
 from stagewatch.settings import Settings
 from stagewatch.store.engine import open_database
 from stagewatch.store.migrate import upgrade
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, registry: PipelineRegistry | No
         prober.start()
         watchdog = watchdog_task(db, pipelines, settings.watchdog_interval, ctx.leadership)
         watchdog.start()
+        tune_garbage_collector()
         try:
             yield
         finally:

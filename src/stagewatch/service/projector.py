@@ -19,19 +19,20 @@ from stagewatch.store.rows import placeholder_item_row
 CountKey = tuple[str, str, str]
 
 
-def event_row(event: Event, pipeline: str, received_at: float) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "type": event.type.value,
-        "item_id": event.item_id,
-        "run_id": event.run_id,
-        "pipeline": pipeline,
-        "stage": event.stage,
-        "time": event.at,
-        "received_at": received_at,
-        "trace_id": event.trace_id,
-        "body": event.model_dump(mode="json", exclude_none=True),
-    }
+def event_values(event: Event, pipeline: str, received_at: float) -> writes.EventValues:
+    """The event's row, in ``writes.EVENT_COLUMNS`` order; the body is the event as JSON without nulls."""
+    return (
+        event.id,
+        event.type.value,
+        event.item_id,
+        event.run_id,
+        pipeline,
+        event.stage,
+        event.at,
+        received_at,
+        event.trace_id,
+        event.model_dump_json(exclude_none=True),
+    )
 
 
 def store_events(
@@ -44,7 +45,9 @@ def store_events(
     """Append ``events`` (unique ids) and fold the new ones into items and runs. Returns the new ids.
     ``cache``, when given, must have been validated on ``conn`` and be cleared if the transaction fails."""
     pipeline_of = {e.id: registry.require(e.pipeline).name for e in events}
-    new_ids = writes.insert_new_events(conn, [event_row(e, pipeline_of[e.id], received_at) for e in events])
+    new_ids = writes.insert_new_events(
+        conn, [event_values(e, pipeline_of[e.id], received_at) for e in events]
+    )
     fresh = [e for e in events if e.id in new_ids]
     if fresh:
         _project(conn, fresh, registry, pipeline_of, cache)

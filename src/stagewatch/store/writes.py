@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stagewatch.domain.projection import ItemState, RunState
-from stagewatch.store import schema
+from stagewatch.store import driver, schema
 from stagewatch.store.rawsql import select_where_in, upsert_sqlite
 from stagewatch.store.rows import item_from_row, item_to_row, run_from_row, run_to_row
 
@@ -20,13 +20,61 @@ def _insert(conn: Connection, table: Table) -> Any:
     return dialect.insert(table)
 
 
-def insert_new_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Append events, skipping ids already in the log. Returns the ids that were new."""
+# The events table's columns as ingest writes them (``seq`` is the database's); see ``EventValues``.
+EVENT_COLUMNS = (
+    "id",
+    "type",
+    "item_id",
+    "run_id",
+    "pipeline",
+    "stage",
+    "time",
+    "received_at",
+    "trace_id",
+    "body",
+)
+# One event's values in ``EVENT_COLUMNS`` order, ``body`` already JSON text.
+EventValues = tuple[Any, ...]
+
+_INSERT_EVENTS_SQLITE = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+# One statement for the whole batch: a column of values per array, so psycopg neither splits a huge
+# multi-row VALUES statement in Python nor sends a round trip per row.
+_INSERT_EVENTS_POSTGRES = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
+    "SELECT id, type, item_id, run_id, pipeline, stage, time, received_at, trace_id, body::jsonb "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::float8[], %s::float8[], %s::text[], %s::text[]) "
+    "AS batch(id, type, item_id, run_id, pipeline, stage, time, received_at, trace_id, body) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+# SQLite allows 32,766 parameters per statement since 3.32; stay well under for older libraries.
+_IDS_PER_LOOKUP = 900
+
+
+def insert_new_events(conn: Connection, rows: Sequence[EventValues]) -> set[str]:
+    """Append events (unique ids), skipping ids already in the log. Returns the ids that were new."""
     if not rows:
         return set()
-    stmt = _insert(conn, schema.events).on_conflict_do_nothing(index_elements=["id"])
-    result = conn.execute(stmt.returning(schema.events.c.id), list(rows))
-    return set(result.scalars())
+    if driver.is_postgres(conn):
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        return {found for (found,) in driver.execute(conn, _INSERT_EVENTS_POSTGRES, columns).fetchall()}
+    # SQLite: the writer holds the database's write lock from BEGIN IMMEDIATE, so ids not stored now
+    # cannot be stored by anyone else before this transaction's insert.
+    stored = _stored_event_ids(conn, [row[0] for row in rows])
+    new = [row for row in rows if row[0] not in stored]
+    driver.execute(conn, _INSERT_EVENTS_SQLITE, new, many=True)
+    return {row[0] for row in new}
+
+
+def _stored_event_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
+    stored: set[str] = set()
+    for start in range(0, len(ids), _IDS_PER_LOOKUP):
+        chunk = ids[start : start + _IDS_PER_LOOKUP]
+        sql = f"SELECT id FROM events WHERE id IN ({','.join('?' * len(chunk))})"
+        stored.update(found for (found,) in driver.execute(conn, sql, chunk).fetchall())
+    return stored
 
 
 def lock_items(conn: Connection, placeholders: Iterable[dict[str, Any]]) -> dict[str, ItemState]:
