@@ -91,8 +91,14 @@ class RunState:
     @property
     def began_at(self) -> float:
         """When the run first showed up, whichever report came first."""
-        times = [t for t in (self.enqueued_at, self.started_at, self.ended_at) if t is not None]
-        return min(times) if times else 0.0
+        # Asked for every run of every changed item on each ingest: no list, no generator.
+        first = self.enqueued_at
+        started, ended = self.started_at, self.ended_at
+        if started is not None and (first is None or started < first):
+            first = started
+        if ended is not None and (first is None or ended < first):
+            first = ended
+        return 0.0 if first is None else first
 
     @property
     def duration(self) -> float | None:

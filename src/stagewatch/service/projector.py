@@ -64,7 +64,8 @@ def _project(
     """Fold new events into the locked items and their runs, then write rows and counter changes."""
     placeholders: dict[str, dict[str, Any]] = {}
     for e in events:
-        placeholders.setdefault(e.item_id, placeholder_item_row(e.item_id, pipeline_of[e.id], e.at))
+        if e.item_id not in placeholders:
+            placeholders[e.item_id] = placeholder_item_row(e.item_id, pipeline_of[e.id], e.at)
     run_ids = {e.run_id for e in events if e.type.is_run_event and e.run_id}
     items, runs = _load(conn, placeholders, run_ids, registry.default, cache)
     before = {item_id: _count_keys(item) for item_id, item in items.items()}

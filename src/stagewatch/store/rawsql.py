@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Boolean, Connection, Table
 
+from stagewatch.store import driver
+
 Row = dict[str, Any]
 
 
@@ -57,6 +59,18 @@ def select_where_in(
     return [_decode(dict(zip(names, row, strict=True)), json, flags) for row in rows]
 
 
+def column_where_in(
+    conn: Connection, table: Table, column: str, key: str, values: Sequence[str]
+) -> list[Any]:
+    """``column`` of the rows whose ``key`` is one of ``values``. Positional parameters on SQLite: it
+    looks each named parameter up among the earlier ones, so thousands of names cost milliseconds."""
+    if not values:
+        return []
+    clause, params = _matching(conn, key, values)
+    sql = f"SELECT {column} FROM {table.name} WHERE {clause}"
+    return [value for (value,) in conn.exec_driver_sql(sql, tuple(params)).fetchall()]
+
+
 def _decode(row: Row, json: frozenset[str], flags: frozenset[str]) -> Row:
     for name in json:
         value = row[name]
@@ -67,25 +81,32 @@ def _decode(row: Row, json: frozenset[str], flags: frozenset[str]) -> Row:
     return row
 
 
-def upsert_sqlite(conn: Connection, table: Table, rows: Sequence[Row], key: str) -> None:
-    """Insert or replace whole rows by ``key`` on SQLite, through the driver's executemany."""
-    if not rows:
-        return
+def upsert_objects_sqlite(conn: Connection, table: Table, objects: Iterable[Any], key: str) -> None:
+    """Insert or replace whole rows by ``key`` on SQLite, through the driver's executemany, from objects
+    with an attribute per column (the projection's states): no dict per row in between."""
+    names, _, _ = _columns(table)
+    values = _encoded(map(operator.attrgetter(*names), objects), _json_positions(table))
+    if values:
+        driver.execute(conn, _upsert_sql(table, key), values, many=True)
+
+
+@functools.cache
+def _json_positions(table: Table) -> tuple[int, ...]:
     names, json, _ = _columns(table)
-    values = _as_tuples(rows, names, [i for i, name in enumerate(names) if name in json])
-    conn.exec_driver_sql(_upsert_sql(table, key), values)
+    return tuple(i for i, name in enumerate(names) if name in json)
 
 
-def _as_tuples(rows: Sequence[Row], names: tuple[str, ...], json_at: list[int]) -> list[tuple[Any, ...]]:
-    """Each row's values in column order, with the JSON columns encoded (the hot loop of every upsert)."""
-    pick = operator.itemgetter(*names)
+def _encoded(rows: Iterable[Sequence[Any]], json_at: tuple[int, ...]) -> list[list[Any]]:
+    """Each row's values in column order, with the JSON columns encoded (the hot loop of every upsert).
+    sqlite3 binds enum members that are ``str`` or ``int`` by their value, so they pass through."""
+    dumps = orjson.dumps
     values = []
     for row in rows:
-        cells = list(pick(row))
+        cells = list(row)
         for i in json_at:
             if cells[i] is not None:
-                cells[i] = orjson.dumps(cells[i]).decode()
-        values.append(tuple(cells))
+                cells[i] = dumps(cells[i]).decode()
+        values.append(cells)
     return values
 
 

@@ -101,7 +101,6 @@ runs = Table(
     Column("registers", Json, nullable=False),
     Index("ix_runs_item", "item_id"),
     Index("ix_runs_status_stage", "status", "stage"),
-    Index("ix_runs_fingerprint", "error_fingerprint"),
 )
 
 # Per pipeline, stage and status, how many items are there now ("done": items that finished the stage).

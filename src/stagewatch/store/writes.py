@@ -6,12 +6,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stagewatch.domain.projection import ItemState, RunState
 from stagewatch.store import driver, schema
-from stagewatch.store.rawsql import select_where_in, upsert_sqlite
+from stagewatch.store.rawsql import column_where_in, select_where_in, upsert_objects_sqlite
 from stagewatch.store.rows import item_from_row, item_to_row, run_from_row, run_to_row
 
 
@@ -98,8 +98,7 @@ def lock_items(conn: Connection, placeholders: Iterable[dict[str, Any]]) -> dict
 
 def run_owners(conn: Connection, run_ids: Iterable[str]) -> set[str]:
     """The items that the stored runs among ``run_ids`` are filed under."""
-    query = select(schema.runs.c.item_id).where(schema.runs.c.run_id.in_(list(run_ids))).distinct()
-    return set(conn.execute(query).scalars())
+    return set(column_where_in(conn, schema.runs, "item_id", "run_id", list(run_ids)))
 
 
 def load_runs(conn: Connection, item_ids: Iterable[str], run_ids: Iterable[str]) -> dict[str, RunState]:
@@ -109,20 +108,24 @@ def load_runs(conn: Connection, item_ids: Iterable[str], run_ids: Iterable[str])
 
 
 def upsert_runs(conn: Connection, runs: Iterable[RunState]) -> None:
+    if not driver.is_postgres(conn):
+        upsert_objects_sqlite(conn, schema.runs, runs, "run_id")
+        return
     rows = [run_to_row(run) for run in sorted(runs, key=lambda r: r.run_id)]
     _upsert(conn, schema.runs, rows, key="run_id")
 
 
 def upsert_items(conn: Connection, items: Iterable[ItemState]) -> None:
+    if not driver.is_postgres(conn):
+        upsert_objects_sqlite(conn, schema.items, items, "item_id")
+        return
+    # Key order, so two replicas locking the same rows never wait on each other in a cycle.
     rows = [item_to_row(item) for item in sorted(items, key=lambda i: i.item_id)]
     _upsert(conn, schema.items, rows, key="item_id")
 
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], *, key: str) -> None:
     if not rows:
-        return
-    if conn.dialect.name == "sqlite":
-        upsert_sqlite(conn, table, rows, key)
         return
     stmt = _insert(conn, table)
     updates = {name: stmt.excluded[name] for name in rows[0] if name != key}
