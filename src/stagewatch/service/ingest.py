@@ -16,16 +16,16 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection
 
 from stagewatch.domain.events import Event, EventType
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.service.audit import item_created_row
-from stagewatch.service.projector import store_events
+from stagewatch.service.projector import body_of, store_events
 from stagewatch.store import audit
 from stagewatch.store.audit import Actor
 from stagewatch.store.engine import Database
@@ -64,6 +64,8 @@ class _Pending(Generic[R]):
     records: Sequence[R]
     future: asyncio.Future[BatchOutcome]
     actor: Actor | None = None
+    # What ``BatchCommitter._prepare`` made of the records before they were queued.
+    prepared: Any = None
 
 
 def share_transaction(
@@ -97,8 +99,10 @@ def _commit(
     registry: PipelineRegistry,
     batches: Sequence[Sequence[Event]],
     actors: Sequence[Actor | None] = (),
+    bodies: Mapping[str, str] | None = None,
 ) -> list[BatchOutcome]:
-    """One transaction for several batches of events; ``actors`` (when given) sent them, one per batch."""
+    """One transaction for several batches of events; ``actors`` (when given) sent them, one per batch;
+    ``bodies`` holds the stored JSON of events, by id, where it was made already."""
 
     cache = db.projection_cache
     creators = _creators(batches, actors)
@@ -109,7 +113,7 @@ def _commit(
                 if cache is not None:
                     cache.validate(conn)
                 now = time.time()
-                new_ids = store_events(conn, unique, registry, now, cache)
+                new_ids = store_events(conn, unique, registry, now, cache, bodies)
                 if creators:
                     _audit_creations(conn, unique, new_ids, creators, now)
                 if cache is not None:
@@ -187,8 +191,13 @@ class BatchCommitter(Generic[R]):
         if self._task is None or self._task.done():
             raise RuntimeError("the group committer is not running")
         future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(records, future, actor))
+        await self._queue.put(_Pending(records, future, actor, self._prepare(records)))
         return await future
+
+    def _prepare(self, records: Sequence[R]) -> Any:
+        """Work on a batch that needs no transaction, done on the event loop as it is submitted (see
+        ``GroupCommitter``); what it returns reaches ``_store`` with the batch. Nothing by default."""
+        return None
 
     async def _run(self) -> None:
         while True:
@@ -229,14 +238,25 @@ class BatchCommitter(Generic[R]):
 
 class GroupCommitter(BatchCommitter[Event]):
     """The committer for events: each shared transaction stores the events, updates the projection and
-    audits the items created by batches whose sender is known."""
+    audits the items created by batches whose sender is known.
+
+    Each event's stored JSON is made when its batch is submitted, on the event loop, rather than in the
+    transaction: the single writer thread is what bounds ingest, and the loop has time while the
+    writer is inside SQLite (which lets go of the GIL).
+    """
 
     def __init__(self, db: Database, registry: PipelineRegistry, max_events: int = 5000) -> None:
         self._commit_sent = functools.partial(_commit, db, registry)
         super().__init__(self._commit_sent, max_events)
 
+    def _prepare(self, records: Sequence[Event]) -> dict[str, str]:
+        return {event.id: body_of(event) for event in records}
+
     def _store(self, group: Sequence[_Pending[Event]]) -> list[BatchOutcome]:
-        return self._commit_sent([p.records for p in group], [p.actor for p in group])
+        bodies: dict[str, str] = {}
+        for pending in group:
+            bodies.update(pending.prepared or {})
+        return self._commit_sent([p.records for p in group], [p.actor for p in group], bodies)
 
 
 def _settle(

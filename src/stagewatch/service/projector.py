@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -19,8 +19,11 @@ from stagewatch.store.rows import placeholder_item_row
 CountKey = tuple[str, str, str]
 
 
-def event_values(event: Event, pipeline: str, received_at: float) -> writes.EventValues:
-    """The event's row, in ``writes.EVENT_COLUMNS`` order; the body is the event as JSON without nulls."""
+def event_values(
+    event: Event, pipeline: str, received_at: float, body: str | None = None
+) -> writes.EventValues:
+    """The event's row, in ``writes.EVENT_COLUMNS`` order; the body is the event as JSON without nulls
+    (``body_of``), unless the caller made it already."""
     return (
         event.id,
         event.type.value,
@@ -31,8 +34,13 @@ def event_values(event: Event, pipeline: str, received_at: float) -> writes.Even
         event.at,
         received_at,
         event.trace_id,
-        event.model_dump_json(exclude_none=True),
+        body if body is not None else body_of(event),
     )
+
+
+def body_of(event: Event) -> str:
+    """The event as stored in the log: its JSON without null fields."""
+    return event.model_dump_json(exclude_none=True)
 
 
 def store_events(
@@ -41,13 +49,15 @@ def store_events(
     registry: PipelineRegistry,
     received_at: float,
     cache: ProjectionCache | None = None,
+    bodies: Mapping[str, str] | None = None,
 ) -> set[str]:
     """Append ``events`` (unique ids) and fold the new ones into items and runs. Returns the new ids.
-    ``cache``, when given, must have been validated on ``conn`` and be cleared if the transaction fails."""
+    ``cache``, when given, must have been validated on ``conn`` and be cleared if the transaction fails.
+    ``bodies`` may hold events' stored JSON (``body_of``) by id, made before the transaction."""
     pipeline_of = {e.id: registry.require(e.pipeline).name for e in events}
-    new_ids = writes.insert_new_events(
-        conn, [event_values(e, pipeline_of[e.id], received_at) for e in events]
-    )
+    made = bodies or {}
+    rows = [event_values(e, pipeline_of[e.id], received_at, made.get(e.id)) for e in events]
+    new_ids = writes.insert_new_events(conn, rows)
     fresh = [e for e in events if e.id in new_ids]
     if fresh:
         _project(conn, fresh, registry, pipeline_of, cache)
