@@ -25,24 +25,10 @@ def _keys_from_json(raw: Mapping[Any, Any]) -> dict[str, Key]:
     return {name: tuple(value) for name, value in raw.items()}
 
 
-def run_to_row(run: RunState) -> dict[str, Any]:
-    row = {name: getattr(run, name) for name in _RUN_COLUMNS}
-    row["status"] = run.status.value
-    row["registers"] = run.registers
-    return row
-
-
 def run_from_row(row: Mapping[Any, Any]) -> RunState:
     values = {name: row[name] for name in _RUN_COLUMNS}
     values["resources"] = dict(values["resources"] or {})
     return RunState(status=RunStatus(row["status"]), registers=_keys_from_json(row["registers"]), **values)
-
-
-def item_to_row(item: ItemState) -> dict[str, Any]:
-    row = {name: getattr(item, name) for name in _ITEM_COLUMNS}
-    row["status"] = item.status.value
-    row["registers"] = item.registers
-    return row
 
 
 def item_from_row(row: Mapping[Any, Any]) -> ItemState:

@@ -11,8 +11,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stagewatch.domain.projection import ItemState, RunState
 from stagewatch.store import driver, schema
-from stagewatch.store.rawsql import column_where_in, select_where_in, upsert_objects_sqlite
-from stagewatch.store.rows import item_from_row, item_to_row, run_from_row, run_to_row
+from stagewatch.store.rawsql import (
+    column_where_in,
+    insert_missing_postgres,
+    select_where_in,
+    upsert_objects_postgres,
+    upsert_objects_sqlite,
+)
+from stagewatch.store.rows import item_from_row, run_from_row
 
 
 def _insert(conn: Connection, table: Table) -> Any:
@@ -88,7 +94,7 @@ def lock_items(conn: Connection, placeholders: Iterable[dict[str, Any]]) -> dict
     ids = [row["item_id"] for row in ordered]
     suffix = ""
     if conn.dialect.name == "postgresql":
-        conn.execute(_insert(conn, schema.items).on_conflict_do_nothing(index_elements=["item_id"]), ordered)
+        insert_missing_postgres(conn, schema.items, ordered, "item_id")
         suffix = "ORDER BY item_id FOR UPDATE"
     found = (
         item_from_row(row) for row in select_where_in(conn, schema.items, [("item_id", ids)], suffix=suffix)
@@ -111,8 +117,7 @@ def upsert_runs(conn: Connection, runs: Iterable[RunState]) -> None:
     if not driver.is_postgres(conn):
         upsert_objects_sqlite(conn, schema.runs, runs, "run_id")
         return
-    rows = [run_to_row(run) for run in sorted(runs, key=lambda r: r.run_id)]
-    _upsert(conn, schema.runs, rows, key="run_id")
+    upsert_objects_postgres(conn, schema.runs, sorted(runs, key=lambda r: r.run_id), "run_id")
 
 
 def upsert_items(conn: Connection, items: Iterable[ItemState]) -> None:
@@ -120,16 +125,7 @@ def upsert_items(conn: Connection, items: Iterable[ItemState]) -> None:
         upsert_objects_sqlite(conn, schema.items, items, "item_id")
         return
     # Key order, so two replicas locking the same rows never wait on each other in a cycle.
-    rows = [item_to_row(item) for item in sorted(items, key=lambda i: i.item_id)]
-    _upsert(conn, schema.items, rows, key="item_id")
-
-
-def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], *, key: str) -> None:
-    if not rows:
-        return
-    stmt = _insert(conn, table)
-    updates = {name: stmt.excluded[name] for name in rows[0] if name != key}
-    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=updates), rows)
+    upsert_objects_postgres(conn, schema.items, sorted(items, key=lambda i: i.item_id), "item_id")
 
 
 def add_stage_counts(conn: Connection, deltas: Counter[tuple[str, str, str]]) -> None:
