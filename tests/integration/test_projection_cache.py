@@ -12,6 +12,7 @@ from stagewatch.domain.events import Event
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.service import projector, query
 from stagewatch.service.ingest import ingest_now
+from stagewatch.service.logs import store_logs, validate_logs
 from stagewatch.store.engine import Database, open_database
 from stagewatch.store.migrate import upgrade
 
@@ -71,3 +72,17 @@ def test_a_failed_transaction_leaves_nothing_uncommitted_in_the_cache(
     ingest_now(sqlite_db, registry, [ev("c", "run.progress", "download", 3, progress=0.5)])
     item = query.get_item(sqlite_db, "v1")
     assert (item["status"], item["event_count"], item["last_error"]) == ("running", 2, None)
+
+
+def test_log_lines_leave_the_cache_in_use(sqlite_db: Database, registry: PipelineRegistry) -> None:
+    ingest_now(sqlite_db, registry, [ev("a", "run.started", "download", 1)])
+    cache = sqlite_db.projection_cache
+    assert cache is not None
+    cached = cache.get(["v1"])[0]["v1"]
+    batch = validate_logs([{"id": "log-1", "message": "downloading", "item_id": "v1"}], T0 + 1.5)
+    store_logs(sqlite_db, [batch.records])
+    ingest_now(sqlite_db, registry, [ev("b", "run.succeeded", "download", 2)])
+    # The same object, folded further: the item was not dropped and read back from the database.
+    assert cache.get(["v1"])[0]["v1"] is cached
+    item = query.get_item(sqlite_db, "v1")
+    assert (item["status"], item["event_count"]) == ("queued", 2)

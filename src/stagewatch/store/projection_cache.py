@@ -41,8 +41,13 @@ class ProjectionCache:
 
     def validate(self, conn: Connection) -> None:
         """Drop everything unless nothing has been written since the cache was sealed."""
-        if _stamp(conn) != self._stamp:
+        if not self.is_current(conn):
             self.clear()
+
+    def is_current(self, conn: Connection) -> bool:
+        """Whether nothing has been written since the cache was sealed. A writer that touches neither
+        items nor runs (log lines) may seal it again after its writes if this held before them."""
+        return self._stamp is not None and _stamp(conn) == self._stamp
 
     def seal(self, conn: Connection) -> None:
         """Record that the cache matches the database as ``conn`` has just written it."""
