@@ -26,7 +26,7 @@ from typing import Any
 from stagewatch.domain.events import Event, EventType
 from stagewatch.domain.fingerprint import fingerprint
 from stagewatch.domain.pipeline import Pipeline
-from stagewatch.domain.statuses import ItemStatus, RunStatus
+from stagewatch.domain.statuses import TERMINAL_RUN_STATUSES, ItemStatus, RunStatus
 
 Key = tuple[Any, ...]
 
@@ -138,10 +138,19 @@ class ItemState:
 # --- registers -------------------------------------------------------------------------------------
 
 
-def _wins(registers: dict[str, Key], name: str, key: Key, *, prefer: str) -> bool:
-    """Record ``key`` for register ``name`` if it beats the held one; say whether it did."""
+def _keep_least(registers: dict[str, Key], name: str, key: Key) -> bool:
+    """Record ``key`` for register ``name`` if it is less than the held one; say whether it was."""
     held = registers.get(name)
-    if held is not None and (key >= held if prefer == "min" else key <= held):
+    if held is not None and key >= held:
+        return False
+    registers[name] = key
+    return True
+
+
+def _keep_greatest(registers: dict[str, Key], name: str, key: Key) -> bool:
+    """Record ``key`` for register ``name`` if it is greater than the held one; say whether it was."""
+    held = registers.get(name)
+    if held is not None and key <= held:
         return False
     registers[name] = key
     return True
@@ -180,11 +189,11 @@ def apply_run_event(run: RunState | None, event: Event) -> RunState:
     if event.type in _ACTIVITY:
         run.started_at = _min(run.started_at, t)
         run.heartbeat_at = _max(run.heartbeat_at, t)
-    if event.progress is not None and _wins(run.registers, "progress", (t, eid), prefer="max"):
+    if event.progress is not None and _keep_greatest(run.registers, "progress", (t, eid)):
         run.progress, run.progress_note = event.progress, event.note
-    if (event.worker or event.revision) and _wins(run.registers, "worker", (t, eid), prefer="max"):
+    if (event.worker or event.revision) and _keep_greatest(run.registers, "worker", (t, eid)):
         run.worker, run.revision = event.worker, event.revision
-    if event.trace_id and _wins(run.registers, "trace", (t, eid), prefer="min"):
+    if event.trace_id and _keep_least(run.registers, "trace", (t, eid)):
         run.trace_id, run.span_id = event.trace_id, event.span_id
     for name, value in (event.resources or {}).items():
         run.resources[name] = _max(run.resources.get(name), value)
@@ -198,21 +207,21 @@ def apply_run_event(run: RunState | None, event: Event) -> RunState:
 def _apply_identity(run: RunState, event: Event, key: Key) -> None:
     # The same run id should always name the same item, stage and attempt; if a client disagrees with
     # itself, the earliest report decides, so the result still does not depend on arrival order.
-    if _wins(run.registers, "identity", key, prefer="min"):
+    if _keep_least(run.registers, "identity", key):
         assert event.stage is not None
         run.item_id, run.stage, run.attempt = event.item_id, event.stage, event.attempt or 1
 
 
 def _apply_status(run: RunState, event: Event, t: float, eid: str) -> None:
     status = _RUN_STATUS_OF[event.type]
-    if status.is_terminal:
+    if status in TERMINAL_RUN_STATUSES:
         key: Key = (2, _TERMINAL_PRIORITY[status], t, eid)
     else:
         key = (_PHASE[status], 0, t, eid)
-    if not _wins(run.registers, "status", key, prefer="max"):
+    if not _keep_greatest(run.registers, "status", key):
         return
     run.status = status
-    if status.is_terminal:
+    if status in TERMINAL_RUN_STATUSES:
         run.ended_at = t
         run.error = _error_of(event, status)
 
@@ -245,19 +254,22 @@ def apply_item_event(item: ItemState | None, event: Event, pipeline: str) -> Ite
     t, eid = event.at, event.id
     # The creation event is authoritative; otherwise the earliest report of a fact decides.
     rank = 0 if event.type is EventType.ITEM_CREATED else 1
-    item.created_at = _min(item.created_at, t)
-    item.updated_at = _max(item.updated_at, t)
+    if t < item.created_at:
+        item.created_at = t
+    if t > item.updated_at:
+        item.updated_at = t
     item.event_count += 1
-    if _wins(item.registers, "pipeline", (rank, t, eid), prefer="min"):
+    if _keep_least(item.registers, "pipeline", (rank, t, eid)):
         item.pipeline = pipeline
     for name in _ITEM_FIELDS:
         value = getattr(event, name)
-        if value is not None and _wins(item.registers, name, (rank, t, eid), prefer="min"):
+        if value is not None and _keep_least(item.registers, name, (rank, t, eid)):
             setattr(item, name, value)
     for name, value in (event.attrs or {}).items():
-        if _wins(item.registers, f"attr:{name}", (t, eid), prefer="max"):
+        if _keep_greatest(item.registers, f"attr:{name}", (t, eid)):
             item.attrs[name] = value
-    if event.type.value in _CONTROL_STATUS and _wins(item.registers, "control", (t, eid), prefer="max"):
+    # EventType is a StrEnum: its members find the str keys of _CONTROL_STATUS directly.
+    if event.type in _CONTROL_STATUS and _keep_greatest(item.registers, "control", (t, eid)):
         item.control = {"kind": event.type.value, "stage": event.stage, "at": t, "reason": event.note}
     return item
 
