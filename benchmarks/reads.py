@@ -2,6 +2,7 @@
 
     python benchmarks/reads.py [--items 100000] [--events-per-item 10] [--requests 2000]
                                [--backend sqlite|postgres|both] [--db URL] [--profile DIR]
+                               [--only /healthz /v1/items/{id}]
 
 Seeds a fresh database through the in-process ingest path (``validate_batch`` + ``ingest_now``, the
 server's own code, in batches of ``--seed-batch``; each batch holds whole stories of videos, which the
@@ -137,7 +138,9 @@ def _httpx_get(client: httpx.Client) -> Callable[[str], tuple[int, bytes]]:
     return get
 
 
-def measure(base_url: str, n_items: int, n: int, rng: random.Random) -> list[tuple[str, str, list[float]]]:
+def measure(
+    base_url: str, n_items: int, n: int, rng: random.Random, only: list[str] | None = None
+) -> list[tuple[str, str, list[float]]]:
     def item_id() -> str:
         return f"vid-{rng.randrange(n_items):07d}"
 
@@ -170,7 +173,7 @@ def measure(base_url: str, n_items: int, n: int, rng: random.Random) -> list[tup
         ]  # fmt: skip
         rows = []
         for name, note, path, count in cases:
-            if "cursor" in note and cursor is None:
+            if ("cursor" in note and cursor is None) or not _chosen(name, only):
                 continue
             rows.append((name, note, _timed(http.get, path, count)))
     finally:
@@ -180,12 +183,17 @@ def measure(base_url: str, n_items: int, n: int, rng: random.Random) -> list[tup
             ("GET /healthz", "httpx client", lambda: "/healthz"),
             ("GET /v1/items/{id}", "random id, httpx client", lambda: f"/v1/items/{item_id()}"),
         ):
-            rows.append((name, note, _timed(_httpx_get(client), path, n)))
+            if _chosen(name, only):
+                rows.append((name, note, _timed(_httpx_get(client), path, n)))
     print(
         f"   sanity: summary counts {sanity['summary_items']:,} videos; failed page holds "
         f"{sanity['failed_page']} items"
     )
     return rows
+
+
+def _chosen(name: str, only: list[str] | None) -> bool:
+    return not only or any(part in name for part in only)
 
 
 def print_table(rows: list[tuple[str, str, list[float]]]) -> None:
@@ -232,7 +240,7 @@ def run_backend(backend: str, tmp: Path, args: argparse.Namespace) -> None:
             if args.profile:
                 profiler = attach_profiler(server.process.pid, Path(args.profile) / f"reads-{backend}.txt")
             for run in range(1, args.repeat + 1):
-                rows = measure(server.url, args.items, args.requests, random.Random(run))
+                rows = measure(server.url, args.items, args.requests, random.Random(run), args.only)
                 print(f"   run {run} (load average {load()}):")
                 print_table(rows)
         finally:
@@ -253,6 +261,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="sqlite")
     parser.add_argument(
         "--db", default=None, help="a database URL to use and keep: seeded if empty, reused as is otherwise"
+    )
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="time only the endpoints whose name contains one of these"
     )
     parser.add_argument("--profile", default=None, help="directory for a py-spy profile of the server")
     args = parser.parse_args()

@@ -48,11 +48,12 @@ def execute(conn: Connection, statement: str, params: Any, *, many: bool = False
         else:
             cursor.execute(sql, params)
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise _translated(conn, sql, params, exc) from exc
+        raise as_sqlalchemy_error(conn, sql, params, exc) from exc
     return cursor
 
 
-def _translated(conn: Connection, sql: str, params: Any, exc: Any) -> BaseException:
+def as_sqlalchemy_error(conn: Connection, sql: str, params: Any, exc: Any) -> BaseException:
+    """A driver error as the SQLAlchemy error ``conn.execute`` would have raised for it."""
     lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
     if lost:  # as SQLAlchemy does: a dead connection must not go back to the pool
         conn.invalidate(exc)
