@@ -11,6 +11,7 @@ from sqlalchemy import text
 from stagewatch.domain.events import Event
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.service import projector, query
+from stagewatch.service.control.watchdog import sweep
 from stagewatch.service.ingest import ingest_now
 from stagewatch.service.logs import store_logs, validate_logs
 from stagewatch.store.engine import Database, open_database
@@ -86,3 +87,27 @@ def test_log_lines_leave_the_cache_in_use(sqlite_db: Database, registry: Pipelin
     assert cache.get(["v1"])[0]["v1"] is cached
     item = query.get_item(sqlite_db, "v1")
     assert (item["status"], item["event_count"]) == ("queued", 2)
+
+
+def test_a_watchdog_sweep_drops_only_the_items_it_marks(
+    sqlite_db: Database, registry: PipelineRegistry
+) -> None:
+    other = Event.model_validate(
+        {"id": "o", "type": "run.started", "item_id": "v2", "stage": "download", "time": T0 + 10}
+    )
+    ingest_now(sqlite_db, registry, [ev("a", "run.succeeded", "process", 10), other])
+    cache = sqlite_db.projection_cache
+    assert cache is not None
+    untouched = cache.get(["v2"])[0]["v2"]
+
+    # v1 is ready to publish for 31 minutes, over publish's dwell SLO of 30: the sweep marks it stuck.
+    assert sweep(sqlite_db, registry, now=T0 + 10 + 1860).stuck_items == 1
+    assert cache.get(["v2"])[0]["v2"] is untouched, "a sweep must not drop what it did not change"
+
+    # A fact that does not move v1 keeps the mark: a cached copy from before the sweep would undo it.
+    note = ev("n", "item.annotated", "process", 1900, note="looked at it")
+    ingest_now(sqlite_db, registry, [note])
+    assert query.get_item(sqlite_db, "v1")["stuck"]
+    ingest_now(sqlite_db, registry, [ev("b", "run.started", "publish", 1950)])
+    item = query.get_item(sqlite_db, "v1")
+    assert (item["status"], item["stuck"]) == ("running", False)

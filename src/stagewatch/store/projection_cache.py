@@ -53,6 +53,11 @@ class ProjectionCache:
         """Record that the cache matches the database as ``conn`` has just written it."""
         self._stamp = _stamp(conn)
 
+    def forget(self, item_ids: Iterable[str]) -> None:
+        """Drop these items (and their runs): a writer changed their rows without the cache."""
+        for item_id in item_ids:
+            self._forget(item_id)
+
     def owner_of(self, run_id: str) -> str | None:
         """The item a cached run is filed under; None when the run is not cached."""
         return self._owner.get(run_id)

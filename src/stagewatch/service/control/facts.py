@@ -87,6 +87,12 @@ class Facts:
         self._clear()
         self.add(kept, self._received_at)
 
+    def changed_outside(self, item_id: str) -> None:
+        """The item's row was written directly (a stuck mark), not through the projection: the cached
+        copy is dropped, so what is projected next starts from the row."""
+        if self._cache is not None:
+            self._cache.forget([item_id])
+
     def flush(self) -> None:
         if self._pending:
             store_events(self.conn, self._pending, self._registry, self._received_at, self._cache)

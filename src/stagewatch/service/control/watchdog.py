@@ -16,12 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
-
 from stagewatch.domain.events import Event
 from stagewatch.domain.pipeline import Pipeline, PipelineRegistry
 from stagewatch.domain.statuses import ItemStatus
-from stagewatch.service.control.facts import record
+from stagewatch.service.control.facts import Facts, decision_transaction
 from stagewatch.service.control.heartbeats import runaway_reason
 from stagewatch.service.control.retries import time_out
 from stagewatch.service.leader import Leadership, PeriodicTask
@@ -42,18 +40,26 @@ def sweep(db: Database, registry: PipelineRegistry, now: float | None = None) ->
     now = time.time() if now is None else now
     report = SweepReport()
     _time_out_silent(db, registry, now, report)
-    with db.writer.begin() as conn:
-        events = _watch_live(conn, registry, now, report)
-        record(conn, registry, events, now)
+    # Decision transactions keep the SQLite writer's projection cache in step with what they write, so a
+    # sweep does not make the next ingest read back every video it had cached.
+    with decision_transaction(db, registry) as facts:
+        facts.add(_watch_live(facts, registry, now, report), now)
+        facts.flush()
         for pipeline in registry.pipelines.values():
-            report.stuck_items += _mark_overstaying(conn, pipeline, now)
-        report.rate_hits_pruned = control.prune_rate_hits(conn, now - _longest_window(registry))
+            report.stuck_items += _mark_overstaying(facts, pipeline, now)
+        report.rate_hits_pruned = control.prune_rate_hits(facts.conn, now - _longest_window(registry))
     return report
+
+
+def _mark_item_stuck(facts: Facts, item_id: str, reason: str) -> None:
+    control.mark_item_stuck(facts.conn, item_id, reason)
+    facts.changed_outside(item_id)
 
 
 def _time_out_silent(db: Database, registry: PipelineRegistry, now: float, report: SweepReport) -> None:
     while True:
-        with db.writer.begin() as conn:
+        with decision_transaction(db, registry) as facts:
+            conn = facts.conn
             expired = control.expired_leases(conn, now)
             events: list[Event] = []
             for lease in expired:
@@ -68,13 +74,14 @@ def _time_out_silent(db: Database, registry: PipelineRegistry, now: float, repor
                         now,
                     )
                 )
-            record(conn, registry, events, now)
+            facts.add(events, now)
         report.timed_out += len(expired)
         if len(expired) < 500:
             return
 
 
-def _watch_live(conn: Connection, registry: PipelineRegistry, now: float, report: SweepReport) -> list[Event]:
+def _watch_live(facts: Facts, registry: PipelineRegistry, now: float, report: SweepReport) -> list[Event]:
+    conn = facts.conn
     events: list[Event] = []
     for lease in control.all_leases(conn):
         policy = registry.require(lease["pipeline"]).stage(lease["stage"])
@@ -90,7 +97,7 @@ def _watch_live(conn: Connection, registry: PipelineRegistry, now: float, report
             control.mark_lease_stuck(conn, lease["run_id"])
             timeout = policy.heartbeat_timeout
             why = f"no heartbeat for {silent:.0f}s from run {lease['run_id']} (timeout {timeout:g}s)"
-            control.mark_item_stuck(conn, lease["item_id"], why)
+            _mark_item_stuck(facts, lease["item_id"], why)
             report.stuck_runs += 1
     return events
 
@@ -104,7 +111,8 @@ def _ignored_stop(lease: Mapping[str, Any], now: float) -> str:
 _WATCHED = (ItemStatus.QUEUED, ItemStatus.WAITING, ItemStatus.READY_TO_PUBLISH)
 
 
-def _mark_overstaying(conn: Connection, pipeline: Pipeline, now: float) -> int:
+def _mark_overstaying(facts: Facts, pipeline: Pipeline, now: float) -> int:
+    conn = facts.conn
     marked = 0
     for stage in pipeline.stages:
         for status in _WATCHED:
@@ -117,8 +125,8 @@ def _mark_overstaying(conn: Connection, pipeline: Pipeline, now: float) -> int:
             if slo is None:
                 continue
             for row in control.overstaying_items(conn, pipeline.name, stage.name, status.value, now - slo):
-                control.mark_item_stuck(
-                    conn, row["item_id"], _overstay_reason(status, waits_for, now - row["status_since"], slo)
+                _mark_item_stuck(
+                    facts, row["item_id"], _overstay_reason(status, waits_for, now - row["status_since"], slo)
                 )
                 marked += 1
     return marked
