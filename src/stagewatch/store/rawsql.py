@@ -99,7 +99,11 @@ def upsert_objects_postgres(conn: Connection, table: Table, objects: Iterable[An
     names, _, _ = _columns(table)
     rows = _encoded(map(operator.attrgetter(*names), objects), _json_positions(table))
     if rows:
-        columns = [_plain(list(column)) for column in zip(*rows, strict=True)]
+        types = _array_types(table)
+        columns = [
+            _plain(list(cells), types[name])
+            for name, cells in zip(names, zip(*rows, strict=True), strict=True)
+        ]
         driver.execute(conn, _unnest_sql(table, names, key, update=True), columns)
 
 
@@ -111,20 +115,38 @@ def insert_missing_postgres(conn: Connection, table: Table, rows: Sequence[Row],
     names = tuple(rows[0])
     json_at = tuple(i for i, name in enumerate(names) if name in _columns(table)[1])
     encoded = _encoded((tuple(row[name] for name in names) for row in rows), json_at)
-    columns = [_plain(list(column)) for column in zip(*encoded, strict=True)]
+    types = _array_types(table)
+    columns = [
+        _plain(list(cells), types[name])
+        for name, cells in zip(names, zip(*encoded, strict=True), strict=True)
+    ]
     driver.execute(conn, _unnest_sql(table, names, key, update=False), columns)
 
 
-def _plain(column: list[Any]) -> list[Any]:
-    """Enum members as their values: psycopg may dump an enum by its name."""
-    first = next((cell for cell in column if cell is not None), None)
-    return [None if cell is None else cell.value for cell in column] if isinstance(first, Enum) else column
+def _plain(column: list[Any], element: str) -> list[Any]:
+    """A column's values as psycopg's binary array dumper takes them: one Python type per list (it
+    refuses a mix, such as an int among floats) and enum members as their values (it may dump an enum
+    by its name). Most columns already are, and pass through after one look at their types."""
+    kinds = set(map(type, column))
+    kinds.discard(type(None))
+    if len(kinds) <= 1 and not any(issubclass(kind, Enum) for kind in kinds):
+        return column
+    if element == "float8":
+        return [None if cell is None else float(cell) for cell in column]
+    return [cell.value if isinstance(cell, Enum) else cell for cell in column]
+
+
+@functools.cache
+def _array_types(table: Table) -> dict[str, str]:
+    return {column.name: _array_type(column.type) for column in table.columns}
 
 
 @functools.cache
 def _unnest_sql(table: Table, names: tuple[str, ...], key: str, *, update: bool) -> str:
-    types = {column.name: _array_type(column.type) for column in table.columns}
-    arrays = ", ".join(f"%s::{types[name]}[]" for name in names)
+    types = _array_types(table)
+    # ``%b``: each array goes in binary, which psycopg writes without escaping every element (its text
+    # form escapes quotes with a regular expression per element: half of PostgreSQL ingest's time).
+    arrays = ", ".join(f"%b::{types[name]}[]" for name in names)
     listed = ", ".join(names)
     if update:
         sets = ", ".join(f"{name} = excluded.{name}" for name in names if name != key)

@@ -46,12 +46,13 @@ _INSERT_EVENTS_SQLITE = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
 # One statement for the whole batch: a column of values per array, so psycopg neither splits a huge
-# multi-row VALUES statement in Python nor sends a round trip per row.
+# multi-row VALUES statement in Python nor sends a round trip per row. ``%b``: in binary, so psycopg does
+# not escape every quote of every JSON body with a regular expression (see ``rawsql._unnest_sql``).
 _INSERT_EVENTS_POSTGRES = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
     "SELECT id, type, item_id, run_id, pipeline, stage, time, received_at, trace_id, body::jsonb "
-    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::float8[], %s::float8[], %s::text[], %s::text[]) "
+    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::float8[], %b::float8[], %b::text[], %b::text[]) "
     "AS batch(id, type, item_id, run_id, pipeline, stage, time, received_at, trace_id, body) "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
