@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -72,12 +71,12 @@ def _project(
     cache: ProjectionCache | None,
 ) -> None:
     """Fold new events into the locked items and their runs, then write rows and counter changes."""
-    placeholders: dict[str, dict[str, Any]] = {}
+    first_seen: dict[str, tuple[str, float]] = {}
     for e in events:
-        if e.item_id not in placeholders:
-            placeholders[e.item_id] = placeholder_item_row(e.item_id, pipeline_of[e.id], e.at)
+        if e.item_id not in first_seen:
+            first_seen[e.item_id] = (pipeline_of[e.id], e.at)
     run_ids = {e.run_id for e in events if e.type.is_run_event and e.run_id}
-    items, runs = _load(conn, placeholders, run_ids, registry.default, cache)
+    items, runs = _load(conn, first_seen, run_ids, registry.default, cache)
     before = {item_id: _count_keys(item) for item_id, item in items.items()}
     touched_runs = _fold(events, items, runs, pipeline_of)
     by_item = _runs_by_item(runs)
@@ -91,12 +90,14 @@ def _project(
 
 def _load(
     conn: Connection,
-    placeholders: dict[str, dict[str, Any]],
+    first_seen: dict[str, tuple[str, float]],
     run_ids: set[str],
     default_pipeline: str,
     cache: ProjectionCache | None,
 ) -> tuple[dict[str, ItemState], dict[str, RunState]]:
     """The items about to change, locked, with all their runs: from the cache where it has them.
+    ``first_seen`` has each item's pipeline and time as its first event here tells them: what the
+    placeholder row that locks a new item holds (made only for items the cache does not have).
 
     A run id reused across items belongs to one item only; the item that owns (or loses) it must be
     locked and re-derived too, or it would keep counting a run that is no longer its own.
@@ -105,10 +106,14 @@ def _load(
     unknown = [run_id for run_id in run_ids if known.get(run_id) is None]
     owners = writes.run_owners(conn, unknown) if unknown else set()
     owners.update(owner for owner in known.values() if owner is not None)
-    for owner in owners - placeholders.keys():
-        placeholders[owner] = placeholder_item_row(owner, default_pipeline, 0.0)
-    items, runs = cache.get(placeholders) if cache is not None else ({}, {})
-    missing = [row for item_id, row in placeholders.items() if item_id not in items]
+    for owner in owners - first_seen.keys():
+        first_seen[owner] = (default_pipeline, 0.0)
+    items, runs = cache.get(first_seen) if cache is not None else ({}, {})
+    missing = [
+        placeholder_item_row(item_id, pipeline, at)
+        for item_id, (pipeline, at) in first_seen.items()
+        if item_id not in items
+    ]
     if missing:
         items.update(writes.lock_items(conn, missing))
         runs.update(writes.load_runs(conn, [row["item_id"] for row in missing], unknown))
