@@ -8,8 +8,8 @@ auth off (``--no-auth``, loopback only) everyone is ``anonymous`` with every sco
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Depends, Request
@@ -21,6 +21,7 @@ from stagewatch.api.context import AppContext
 from stagewatch.errors import Forbidden, InvalidShape, PayloadTooLarge
 from stagewatch.service.auth import ALL_SCOPES, OPERATE
 from stagewatch.store.audit import Actor
+from stagewatch.web.live import SHARED_READ_MAX_AGE, SharedRead
 from stagewatch.web.session import (
     BROWSER_COOKIE,
     SESSION_COOKIE,
@@ -48,10 +49,12 @@ class CsrfRejected(Forbidden):
 
 @dataclass(frozen=True, slots=True)
 class WebState:
-    """What the dashboard keeps for the life of the app: the session key and the templates."""
+    """What the dashboard keeps for the life of the app: the session key, the templates, and the
+    overview's model as the live streams share it."""
 
     key: bytes
     templates: Environment
+    overview: SharedRead[dict[str, Any]] = field(default_factory=lambda: SharedRead(SHARED_READ_MAX_AGE))
 
 
 def app_context(request: Request) -> AppContext:

@@ -83,7 +83,7 @@ async def overview_live(request: Request, who: Who, ctx: Ctx) -> StreamingRespon
     parts = web_state(request).templates.get_template("overview_parts.html").module
 
     async def fragments() -> Fragments:
-        model = await run_in_threadpool(_model, ctx)
+        model = await web_state(request).overview.get(lambda: _model(ctx))
         return {
             "overview-stages": str(parts.stages(model["overview"], STAGE_COUNTS, TROUBLE)),  # type: ignore[attr-defined]
             "overview-problems": str(parts.problems(model["problems"])),  # type: ignore[attr-defined]
