@@ -60,16 +60,23 @@ def select_where_in(
     return [_decode(dict(zip(names, row, strict=True)), json, flags) for row in rows]
 
 
+# SQLite allows 32,766 parameters per statement since 3.32 (999 before); lookups by a list of keys are
+# split well under that, so a group commit of any size stays one statement per chunk.
+_KEYS_PER_LOOKUP = 900
+
+
 def column_where_in(
     conn: Connection, table: Table, column: str, key: str, values: Sequence[str]
 ) -> list[Any]:
     """``column`` of the rows whose ``key`` is one of ``values``. Positional parameters on SQLite: it
     looks each named parameter up among the earlier ones, so thousands of names cost milliseconds."""
-    if not values:
-        return []
-    clause, params = _matching(conn, key, values)
-    sql = f"SELECT {column} FROM {table.name} WHERE {clause}"
-    return [value for (value,) in conn.exec_driver_sql(sql, tuple(params)).fetchall()]
+    chunk_size = len(values) if _is_postgres(conn) else _KEYS_PER_LOOKUP
+    found: list[Any] = []
+    for start in range(0, len(values), max(chunk_size, 1)):
+        clause, params = _matching(conn, key, values[start : start + chunk_size])
+        sql = f"SELECT {column} FROM {table.name} WHERE {clause}"
+        found.extend(value for (value,) in conn.exec_driver_sql(sql, tuple(params)).fetchall())
+    return found
 
 
 def _decode(row: Row, json: frozenset[str], flags: frozenset[str]) -> Row:
@@ -99,28 +106,47 @@ def upsert_objects_postgres(conn: Connection, table: Table, objects: Iterable[An
     names, _, _ = _columns(table)
     rows = _encoded(map(operator.attrgetter(*names), objects), _json_positions(table))
     if rows:
-        types = _array_types(table)
-        columns = [
-            _plain(list(cells), types[name])
-            for name, cells in zip(names, zip(*rows, strict=True), strict=True)
-        ]
-        driver.execute(conn, _unnest_sql(table, names, key, update=True), columns)
+        _unnest_postgres(conn, table, names, rows, key, update=True)
 
 
 def insert_missing_postgres(conn: Connection, table: Table, rows: Sequence[Row], key: str) -> None:
     """Insert rows (dicts with the same keys) whose ``key`` is not taken yet, on PostgreSQL, in one
     ``unnest`` statement (JSON columns encoded as in ``upsert_objects_postgres``)."""
+    if rows:
+        names = tuple(rows[0])
+        json_at = tuple(i for i, name in enumerate(names) if name in _columns(table)[1])
+        encoded = _encoded((tuple(row[name] for name in names) for row in rows), json_at)
+        _unnest_postgres(conn, table, names, encoded, key, update=False)
+
+
+def insert_new_postgres(
+    conn: Connection, table: Table, names: tuple[str, ...], rows: Sequence[Sequence[Any]], key: str
+) -> set[Any]:
+    """Insert rows (values in ``names`` order, JSON columns already text) whose ``key`` is not taken,
+    in one ``unnest`` statement; return the keys of the rows inserted."""
     if not rows:
-        return
-    names = tuple(rows[0])
-    json_at = tuple(i for i, name in enumerate(names) if name in _columns(table)[1])
-    encoded = _encoded((tuple(row[name] for name in names) for row in rows), json_at)
+        return set()
+    found = _unnest_postgres(conn, table, names, rows, key, update=False, returning=key)
+    return {value for (value,) in found}
+
+
+def _unnest_postgres(
+    conn: Connection,
+    table: Table,
+    names: tuple[str, ...],
+    rows: Sequence[Sequence[Any]],
+    key: str,
+    *,
+    update: bool,
+    returning: str | None = None,
+) -> list[Any]:
+    """Send ``rows`` as one array per column to ``_unnest_sql``'s statement; its rows, if it returns."""
     types = _array_types(table)
     columns = [
-        _plain(list(cells), types[name])
-        for name, cells in zip(names, zip(*encoded, strict=True), strict=True)
+        _plain(list(cells), types[name]) for name, cells in zip(names, zip(*rows, strict=True), strict=True)
     ]
-    driver.execute(conn, _unnest_sql(table, names, key, update=False), columns)
+    cursor = driver.execute(conn, _unnest_sql(table, names, key, update=update, returning=returning), columns)
+    return cursor.fetchall() if returning else []
 
 
 def _plain(column: list[Any], element: str) -> list[Any]:
@@ -142,7 +168,9 @@ def _array_types(table: Table) -> dict[str, str]:
 
 
 @functools.cache
-def _unnest_sql(table: Table, names: tuple[str, ...], key: str, *, update: bool) -> str:
+def _unnest_sql(
+    table: Table, names: tuple[str, ...], key: str, *, update: bool, returning: str | None = None
+) -> str:
     types = _array_types(table)
     # ``%b``: each array goes in binary, which psycopg writes without escaping every element (its text
     # form escapes quotes with a regular expression per element: half of PostgreSQL ingest's time).
@@ -154,7 +182,8 @@ def _unnest_sql(table: Table, names: tuple[str, ...], key: str, *, update: bool)
     else:
         conflict = f"ON CONFLICT ({key}) DO NOTHING"
     source = f"SELECT {listed} FROM unnest({arrays}) AS batch({listed})"
-    return f"INSERT INTO {table.name} ({listed}) {source} {conflict}"
+    tail = f" RETURNING {returning}" if returning else ""
+    return f"INSERT INTO {table.name} ({listed}) {source} {conflict}{tail}"
 
 
 def _array_type(column_type: Any) -> str:

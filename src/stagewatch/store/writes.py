@@ -14,6 +14,7 @@ from stagewatch.store import driver, schema
 from stagewatch.store.rawsql import (
     column_where_in,
     insert_missing_postgres,
+    insert_new_postgres,
     select_where_in,
     upsert_objects_postgres,
     upsert_objects_sqlite,
@@ -45,19 +46,6 @@ EventValues = tuple[Any, ...]
 _INSERT_EVENTS_SQLITE = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
-# One statement for the whole batch: a column of values per array, so psycopg neither splits a huge
-# multi-row VALUES statement in Python nor sends a round trip per row. ``%b``: in binary, so psycopg does
-# not escape every quote of every JSON body with a regular expression (see ``rawsql._unnest_sql``).
-_INSERT_EVENTS_POSTGRES = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
-    "SELECT id, type, item_id, run_id, pipeline, stage, time, received_at, trace_id, body::jsonb "
-    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
-    "%b::float8[], %b::float8[], %b::text[], %b::text[]) "
-    "AS batch(id, type, item_id, run_id, pipeline, stage, time, received_at, trace_id, body) "
-    "ON CONFLICT (id) DO NOTHING RETURNING id"
-)
-# SQLite allows 32,766 parameters per statement since 3.32; stay well under for older libraries.
-_IDS_PER_LOOKUP = 900
 
 
 def insert_new_events(conn: Connection, rows: Sequence[EventValues]) -> set[str]:
@@ -65,23 +53,13 @@ def insert_new_events(conn: Connection, rows: Sequence[EventValues]) -> set[str]
     if not rows:
         return set()
     if driver.is_postgres(conn):
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        return {found for (found,) in driver.execute(conn, _INSERT_EVENTS_POSTGRES, columns).fetchall()}
+        return insert_new_postgres(conn, schema.events, EVENT_COLUMNS, rows, "id")
     # SQLite: the writer holds the database's write lock from BEGIN IMMEDIATE, so ids not stored now
     # cannot be stored by anyone else before this transaction's insert.
-    stored = _stored_event_ids(conn, [row[0] for row in rows])
+    stored = set(column_where_in(conn, schema.events, "id", "id", [row[0] for row in rows]))
     new = [row for row in rows if row[0] not in stored]
     driver.execute(conn, _INSERT_EVENTS_SQLITE, new, many=True)
     return {row[0] for row in new}
-
-
-def _stored_event_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
-    stored: set[str] = set()
-    for start in range(0, len(ids), _IDS_PER_LOOKUP):
-        chunk = ids[start : start + _IDS_PER_LOOKUP]
-        sql = f"SELECT id FROM events WHERE id IN ({','.join('?' * len(chunk))})"
-        stored.update(found for (found,) in driver.execute(conn, sql, chunk).fetchall())
-    return stored
 
 
 def lock_items(conn: Connection, placeholders: Iterable[dict[str, Any]]) -> dict[str, ItemState]:
