@@ -176,7 +176,9 @@ def test_discarded_dead_letters_stay_dead(store: Database, reg: PipelineRegistry
     complete(store, reg, result.run_id, "failed", PERMANENT, now=T0 + 1)
     with store.reader.connect() as conn:
         (letter,) = control.dead_letter_page(conn)
-    assert discard_dead_letters(store, [letter["id"]], "not worth it", ALICE, now=T0 + 2) == [letter["id"]]
+    assert discard_dead_letters(store, reg, [letter["id"]], "not worth it", ALICE, now=T0 + 2) == [
+        letter["id"]
+    ]
     assert _begin(store, reg, "process", "v1", T0 + 3).decision.action == "dead_letter"
     with store.reader.connect() as conn:
         assert control.dead_letter_page(conn) == []

@@ -11,9 +11,12 @@ from sqlalchemy import text
 from stagewatch.domain.events import Event
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.service import projector, query
+from stagewatch.service.control.begin import BeginRequest, begin
+from stagewatch.service.control.operate import cancel_items, resume_item, stop_run
 from stagewatch.service.control.watchdog import sweep
 from stagewatch.service.ingest import ingest_now
 from stagewatch.service.logs import store_logs, validate_logs
+from stagewatch.store.audit import Actor
 from stagewatch.store.engine import Database, open_database
 from stagewatch.store.migrate import upgrade
 
@@ -111,3 +114,29 @@ def test_a_watchdog_sweep_drops_only_the_items_it_marks(
     ingest_now(sqlite_db, registry, [ev("b", "run.started", "publish", 1950)])
     item = query.get_item(sqlite_db, "v1")
     assert (item["status"], item["stuck"]) == ("running", False)
+
+
+def test_operator_actions_keep_the_cache_and_project_through_it(
+    sqlite_db: Database, registry: PipelineRegistry
+) -> None:
+    ingest_now(sqlite_db, registry, [ev("a", "run.started", "download", 1)])
+    # v2's run holds a lease (a worker asked to begin it), so an operator can stop it.
+    assert begin(sqlite_db, registry, BeginRequest("download", "v2"), now=T0 + 1).decision.action == "run"
+    cache = sqlite_db.projection_cache
+    assert cache is not None
+    untouched = cache.get(["v2"])[0]["v2"]
+    who = Actor("alice", "127.0.0.1")
+
+    cancel_items(sqlite_db, registry, ["v1"], "customer withdrew", who, now=T0 + 2)
+    stop_run(sqlite_db, registry, "v2/download/1", "runaway", who, now=T0 + 2)
+    assert cache.get(["v2"])[0]["v2"] is untouched, "an operator's action must not drop other videos"
+    assert cache.get(["v1"])[0]["v1"].status.value == "cancelled", "the cancel is projected into the cache"
+
+    # The worker's late report folds onto the cancelled state: the cancel stays in force.
+    ingest_now(sqlite_db, registry, [ev("b", "run.progress", "download", 3, progress=0.5)])
+    assert query.get_item(sqlite_db, "v1")["status"] == "cancelled"
+    resume_item(sqlite_db, registry, "v1", "download", "a mistake", who, now=T0 + 4, deliver_payload=False)
+    ingest_now(sqlite_db, registry, [ev("c", "run.started", "download", 5, attempt=2, run_id="v1/download/2")])
+    item = query.get_item(sqlite_db, "v1")
+    assert (item["status"], item["attempts"], item["event_count"]) == ("running", 2, 5)
+    assert cache.get(["v2"])[0]["v2"] is untouched

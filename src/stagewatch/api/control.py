@@ -228,6 +228,8 @@ async def discard(body: DlqActionBody, ctx: Ctx, who: Operator) -> dict[str, Any
         return {"dry_run": True, "count": len(ids)}
     bulk = body.filter.model_dump(exclude_none=True, mode="json") if body.filter else None
     done = await run_in_threadpool(
-        lambda: operate.discard_dead_letters(ctx.db, ids, body.reason, _actor(who), bulk_filter=bulk)
+        lambda: operate.discard_dead_letters(
+            ctx.db, ctx.registry, ids, body.reason, _actor(who), bulk_filter=bulk
+        )
     )
     return {"dry_run": False, "count": len(done), "discarded": done}

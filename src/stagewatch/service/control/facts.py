@@ -4,7 +4,7 @@ item's history and status show every decision next to the workers' own reports."
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,11 +31,6 @@ def fact(event_type: EventType, item_id: str, at: float, **fields: Any) -> Event
         note=note[:MAX_NOTE] if isinstance(note, str) else note,
         **{name: value for name, value in fields.items() if value is not None},
     )
-
-
-def record(conn: Connection, registry: PipelineRegistry, events: Sequence[Event], now: float) -> None:
-    if events:
-        store_events(conn, events, registry, now)
 
 
 class Facts:

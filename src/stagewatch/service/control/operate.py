@@ -1,6 +1,10 @@
 """What an operator (or the dashboard) does to items and runs: cancel, resume from a stage, stop a run,
 and replay or discard dead letters. Every action is audited in its own transaction: who (the token's
-name), when, from where, why and with which parameters."""
+name), when, from where, why and with which parameters.
+
+The events an action records (cancelled, resumed) go through ``decision_transaction``, as the control
+plane's own decisions do: on SQLite they are projected through the writer's cache, so an operator's
+action does not make the next ingest read back every video it had cached."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from stagewatch.domain.guards import WorkState
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.errors import InvalidShape, NotFound
 from stagewatch.service.control.delivery import Delivery, deliver
-from stagewatch.service.control.facts import fact, record
+from stagewatch.service.control.facts import Facts, decision_transaction, fact
 from stagewatch.store import audit, control, reads
 from stagewatch.store.audit import Actor
 from stagewatch.store.engine import Database
@@ -69,16 +73,13 @@ def cancel_items(
     for start in range(0, len(item_ids), CHUNK):
         chunk = item_ids[start : start + CHUNK]
         stamp = time.time() if now is None else now
-        with db.writer.begin() as conn:
-            done.extend(
-                _cancel_chunk(conn, registry, chunk, why, who, stamp, bulk_filter, single=len(item_ids) == 1)
-            )
+        with decision_transaction(db, registry) as facts:
+            done.extend(_cancel_chunk(facts, chunk, why, who, stamp, bulk_filter, single=len(item_ids) == 1))
     return done
 
 
 def _cancel_chunk(
-    conn: Connection,
-    registry: PipelineRegistry,
+    facts: Facts,
     item_ids: Sequence[str],
     reason: str,
     who: Actor,
@@ -86,6 +87,7 @@ def _cancel_chunk(
     bulk_filter: Mapping[str, Any] | None,
     single: bool,
 ) -> list[str]:
+    conn = facts.conn
     events: list[Event] = []
     done: list[str] = []
     for item_id in item_ids:
@@ -103,7 +105,7 @@ def _cancel_chunk(
         done.append(item_id)
     for lease in control.live_leases_of_items(conn, done):
         control.request_stop(conn, lease["run_id"], f"cancelled by {who.name}: {reason}")
-    record(conn, registry, events, now)
+    facts.add(events, now)
     return done
 
 
@@ -111,11 +113,18 @@ def _cancel_chunk(
 
 
 def stop_run(
-    db: Database, run_id: str, reason: str | None, who: Actor, now: float | None = None
+    db: Database,
+    registry: PipelineRegistry,
+    run_id: str,
+    reason: str | None,
+    who: Actor,
+    now: float | None = None,
 ) -> dict[str, Any]:
     why = _require_reason(reason)
     now = time.time() if now is None else now
-    with db.writer.begin() as conn:
+    # A decision transaction though it records no event: it keeps the projection cache in use.
+    with decision_transaction(db, registry) as facts:
+        conn = facts.conn
         lease = control.lease(conn, run_id)
         if lease is None:
             raise NotFound(f"run {run_id!r} is not running (no live lease)")
@@ -160,7 +169,8 @@ def resume_item(
     """Lift a cancel, re-arm ``from_stage`` and every later stage (attempts start again, open dead
     letters of those stages count as replayed), then re-deliver ``from_stage``'s last payload."""
     now = time.time() if now is None else now
-    with db.writer.begin() as conn:
+    with decision_transaction(db, registry) as facts:
+        conn = facts.conn
         item = _item_or_404(conn, item_id)
         pipeline = registry.require(item.pipeline)
         if not pipeline.has_stage(from_stage):
@@ -177,8 +187,8 @@ def resume_item(
         control.resolve_dead_letters(conn, [r["id"] for r in letters], "replayed", who.name, now)
         lifted = control.lift_cancellation(conn, item_id)
         note = f"resumed from {from_stage} by {who.name}" + (f": {reason}" if reason else "")
-        record(conn, registry, [fact(EventType.ITEM_RESUMED, item_id, now, pipeline=pipeline.name,
-                                     stage=from_stage, note=note)], now)  # fmt: skip
+        facts.add([fact(EventType.ITEM_RESUMED, item_id, now, pipeline=pipeline.name, stage=from_stage,
+                        note=note)], now)  # fmt: skip
         _audit(
             conn,
             who,
@@ -219,7 +229,8 @@ def replay_dead_letters(
     replayed: list[dict[str, Any]] = []
     for start in range(0, len(ids), CHUNK):
         stamp = time.time() if now is None else now
-        with db.writer.begin() as conn:
+        with decision_transaction(db, registry) as facts:
+            conn = facts.conn
             letters = control.resolve_dead_letters(
                 conn, ids[start : start + CHUNK], "replayed", who.name, stamp
             )
@@ -228,7 +239,7 @@ def replay_dead_letters(
             for letter in letters:
                 _audit(conn, who, "dlq.replay", letter["item_id"], reason, stamp, dead_letter_id=letter["id"],
                        stage=letter["stage"], filter=dict(bulk_filter) if bulk_filter else None)  # fmt: skip
-            record(conn, registry, events, stamp)
+            facts.add(events, stamp)
         replayed.extend(letters)
     return [_deliver_letter(registry, letter) for letter in replayed]
 
@@ -249,6 +260,7 @@ def _deliver_letter(registry: PipelineRegistry, letter: Mapping[str, Any]) -> di
 
 def discard_dead_letters(
     db: Database,
+    registry: PipelineRegistry,
     ids: Sequence[int],
     reason: str | None,
     who: Actor,
@@ -261,7 +273,8 @@ def discard_dead_letters(
     discarded: list[int] = []
     for start in range(0, len(ids), CHUNK):
         stamp = time.time() if now is None else now
-        with db.writer.begin() as conn:
+        with decision_transaction(db, registry) as facts:
+            conn = facts.conn
             letters = control.resolve_dead_letters(
                 conn, ids[start : start + CHUNK], "discarded", who.name, stamp
             )

@@ -76,7 +76,9 @@ async def replay(request: Request, form: OperatorForm, ctx: Ctx) -> Response:
 @router.post("/actions/discard")
 async def discard(request: Request, form: OperatorForm, ctx: Ctx) -> Response:
     letter, reason = _letter_id(form), form.reason()
-    done = await run_in_threadpool(operate.discard_dead_letters, ctx.db, [letter], reason, form.viewer.actor)
+    done = await run_in_threadpool(
+        operate.discard_dead_letters, ctx.db, ctx.registry, [letter], reason, form.viewer.actor
+    )
     notice = f"Discarded dead letter #{letter}" if done else f"#{letter} was not open"
     return redirect(request, _back(form, "/dead-letters"), notice)
 
@@ -84,7 +86,7 @@ async def discard(request: Request, form: OperatorForm, ctx: Ctx) -> Response:
 @router.post("/actions/stop")
 async def stop(request: Request, form: OperatorForm, ctx: Ctx) -> Response:
     run_id, reason = form.required("run_id"), form.reason()
-    await run_in_threadpool(operate.stop_run, ctx.db, run_id, reason, form.viewer.actor)
+    await run_in_threadpool(operate.stop_run, ctx.db, ctx.registry, run_id, reason, form.viewer.actor)
     return redirect(request, _back(form, "/inflight"), f"Told {run_id} to stop at its next heartbeat")
 
 

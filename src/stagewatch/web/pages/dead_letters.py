@@ -104,4 +104,4 @@ def _act(ctx: AppContext, what: str, ids: list[int], form: PostedForm, where: Le
         return len(
             operate.replay_dead_letters(ctx.db, ctx.registry, ids, reason, who, bulk_filter=bulk_filter)
         )
-    return len(operate.discard_dead_letters(ctx.db, ids, reason, who, bulk_filter=bulk_filter))
+    return len(operate.discard_dead_letters(ctx.db, ctx.registry, ids, reason, who, bulk_filter=bulk_filter))
