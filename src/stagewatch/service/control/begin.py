@@ -67,6 +67,26 @@ class _Limits:
         return [key for _, key, _ in self.concurrency] + [key for _, key, _, _ in self.rates]
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """What one ``decide`` works with once it has locked the work: acting on the decision needs all of
+    it, and the events it records are gathered here until the decision is done."""
+
+    conn: Connection
+    pipeline: Pipeline
+    policy: StagePolicy
+    request: BeginRequest
+    limits: _Limits
+    now: float
+    events: list[Event]
+
+    def record(self, event_type: EventType, **fields: Any) -> None:
+        self.events.append(
+            fact(event_type, self.request.item_id, self.now, pipeline=self.pipeline.name,
+                 stage=self.policy.name, **fields)
+        )  # fmt: skip
+
+
 def begin(
     db: Database, registry: PipelineRegistry, request: BeginRequest, now: float | None = None
 ) -> BeginResult:
@@ -95,7 +115,8 @@ def decide(
         snapshot = replace(
             snapshot, override=override, stage_running=_running(conn, override, pipeline, policy, now)
         )
-    result = _act(conn, guard_chain(snapshot), pipeline, policy, row, request, limits, now, events)
+    attempt = _Attempt(conn, pipeline, policy, request, limits, now, events)
+    result = _act(attempt, guard_chain(snapshot), row)
     facts.add(events, now)
     return result
 
@@ -198,30 +219,20 @@ def _snapshot(
     )
 
 
-def _act(
-    conn: Connection,
-    decision: Decision,
-    pipeline: Pipeline,
-    policy: StagePolicy,
-    row: Mapping[str, Any],
-    request: BeginRequest,
-    limits: _Limits,
-    now: float,
-    events: list[Event],
-) -> BeginResult:
-    work_id: WorkId = (pipeline.name, policy.name, row["work_key"])
-    where = {"pipeline": pipeline.name, "stage": policy.name}
+def _act(attempt: _Attempt, decision: Decision, row: Mapping[str, Any]) -> BeginResult:
+    conn, request = attempt.conn, attempt.request
+    work_id: WorkId = (attempt.pipeline.name, attempt.policy.name, row["work_key"])
     if decision.action is Action.RUN:
-        return _start(conn, decision, pipeline, policy, row, request, limits, now, events)
+        return _start(attempt, decision, row)
     if decision.action is Action.SKIP:
         control.update_work(conn, work_id, duplicates=row["duplicates"] + 1)
-        events.append(fact(EventType.ITEM_DUPLICATE, request.item_id, now, note=decision.reason, **where))
+        attempt.record(EventType.ITEM_DUPLICATE, note=decision.reason)
     elif decision.action is Action.WAIT:
         if _blocker_changed(conn, request.item_id, decision):
-            events.append(fact(EventType.ITEM_WAITING, request.item_id, now, note=decision.reason, **where))
+            attempt.record(EventType.ITEM_WAITING, note=decision.reason)
     elif decision.action is Action.DEAD_LETTER and decision.enqueue_dead_letter:
-        dead_letter(conn, row, row["last_error"], decision.reason, now)
-        events.append(fact(EventType.ITEM_DEAD_LETTERED, request.item_id, now, note=decision.reason, **where))
+        dead_letter(conn, row, row["last_error"], decision.reason, attempt.now)
+        attempt.record(EventType.ITEM_DEAD_LETTERED, note=decision.reason)
     return BeginResult(decision)
 
 
@@ -235,41 +246,32 @@ def _blocker_changed(conn: Connection, item_id: str, decision: Decision) -> bool
     return decision.blocker is None or not reason.startswith(decision.blocker)
 
 
-def _start(
-    conn: Connection,
-    decision: Decision,
-    pipeline: Pipeline,
-    policy: StagePolicy,
-    row: Mapping[str, Any],
-    request: BeginRequest,
-    limits: _Limits,
-    now: float,
-    events: list[Event],
-) -> BeginResult:
-    attempt = decision.attempt or 1
-    run_id = _run_id(conn, request, row, attempt)
+def _start(attempt: _Attempt, decision: Decision, row: Mapping[str, Any]) -> BeginResult:
+    conn, request, pipeline, policy, now = (
+        attempt.conn, attempt.request, attempt.pipeline, attempt.policy, attempt.now
+    )  # fmt: skip
+    number = decision.attempt or 1
+    run_id = _run_id(conn, request, row, number)
     deadline = now + policy.timeout
     lease = {
         "run_id": run_id, "pipeline": pipeline.name, "stage": policy.name, "work_key": row["work_key"],
-        "item_id": request.item_id, "attempt": attempt, "worker": request.worker, "started_at": now,
+        "item_id": request.item_id, "attempt": number, "worker": request.worker, "started_at": now,
         "heartbeat_at": now, "expires_at": now + policy.heartbeat_timeout, "deadline": deadline,
         "stop_reason": None, "stuck": False,
     }  # fmt: skip
+    limits = attempt.limits
     control.take_lease(
         conn, lease, [key for _, key, _ in limits.concurrency], [k for _, k, _, _ in limits.rates]
     )
     payload = request.payload if request.payload is not None else row["payload"]
     control.update_work(
         conn, (pipeline.name, policy.name, row["work_key"]), state=WorkState.RUNNING.value,
-        attempts=attempt, run_id=run_id, next_attempt_at=None, payload=payload, updated_at=now,
+        attempts=number, run_id=run_id, next_attempt_at=None, payload=payload, updated_at=now,
     )  # fmt: skip
-    events.append(
-        fact(
-            EventType.RUN_STARTED, request.item_id, now, pipeline=pipeline.name, stage=policy.name,
-            run_id=run_id, attempt=attempt, account=request.account, scenario=request.scenario,
-            worker=request.worker, revision=request.revision, trace_id=request.trace_id,
-            span_id=request.span_id,
-        )
+    attempt.record(
+        EventType.RUN_STARTED, run_id=run_id, attempt=number, account=request.account,
+        scenario=request.scenario, worker=request.worker, revision=request.revision,
+        trace_id=request.trace_id, span_id=request.span_id,
     )  # fmt: skip
     return BeginResult(decision, run_id, deadline, policy.heartbeat_timeout, policy.timeout)
 
