@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     )
     # A revoked token may still be accepted for this long by a server that verified it recently.
     auth_cache_seconds: float = Field(default=5.0, ge=0, description="how long a verified token is trusted")
+    # Give every replica the same value, so a dashboard session works on each and survives restarts.
+    session_secret: SecretStr | None = Field(
+        default=None, description="key that signs dashboard sessions (default: random per server process)"
+    )
     max_batch_events: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Group commit: how many events one shared transaction may hold.

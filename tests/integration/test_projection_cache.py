@@ -136,7 +136,9 @@ def test_operator_actions_keep_the_cache_and_project_through_it(
     ingest_now(sqlite_db, registry, [ev("b", "run.progress", "download", 3, progress=0.5)])
     assert query.get_item(sqlite_db, "v1")["status"] == "cancelled"
     resume_item(sqlite_db, registry, "v1", "download", "a mistake", who, now=T0 + 4, deliver_payload=False)
-    ingest_now(sqlite_db, registry, [ev("c", "run.started", "download", 5, attempt=2, run_id="v1/download/2")])
+    ingest_now(
+        sqlite_db, registry, [ev("c", "run.started", "download", 5, attempt=2, run_id="v1/download/2")]
+    )
     item = query.get_item(sqlite_db, "v1")
     assert (item["status"], item["attempts"], item["event_count"]) == ("running", 2, 5)
     assert cache.get(["v2"])[0]["v2"] is untouched

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from stagewatch.api.app import create_app
+from stagewatch.settings import Settings
 from stagewatch.web.responses import local_path
 from stagewatch.web.session import (
     SESSION_SECONDS,
@@ -15,7 +17,7 @@ from stagewatch.web.session import (
     session_key,
 )
 
-KEY = session_key({"STAGEWATCH_SESSION_SECRET": "shared by every replica"})
+KEY = session_key("shared by every replica")
 
 
 def test_a_session_reads_back_with_its_name_and_no_token() -> None:
@@ -25,8 +27,8 @@ def test_a_session_reads_back_with_its_name_and_no_token() -> None:
 
 
 def test_the_same_secret_gives_the_same_key_on_every_replica_and_none_a_random_one() -> None:
-    assert session_key({"STAGEWATCH_SESSION_SECRET": "shared by every replica"}) == KEY
-    assert session_key({}) != session_key({})
+    assert session_key("shared by every replica") == KEY
+    assert session_key(None) != session_key(None)
 
 
 @pytest.mark.parametrize(
@@ -46,9 +48,7 @@ def test_a_forged_or_damaged_cookie_is_no_session(tamper: object) -> None:
 
 def test_another_key_or_an_expired_session_is_no_session() -> None:
     session = new_session(KEY, "alice", now=1000.0)
-    assert (
-        read_session(session_key({"STAGEWATCH_SESSION_SECRET": "other"}), session.value, now=1001.0) is None
-    )
+    assert read_session(session_key("other"), session.value, now=1001.0) is None
     assert read_session(KEY, session.value, now=1000.0 + SESSION_SECONDS + 1) is None
 
 
@@ -75,3 +75,11 @@ def test_a_csrf_token_belongs_to_one_session() -> None:
 )
 def test_a_back_link_only_ever_leads_to_this_server(target: str | None, expected: str) -> None:
     assert local_path(target) == expected
+
+
+def test_the_server_signs_sessions_with_the_configured_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAGEWATCH_SESSION_SECRET", "shared by every replica")
+    settings = Settings()
+    assert "shared by every replica" not in repr(settings), "the secret must not show in logs or reprs"
+    assert create_app(settings).state.web.key == KEY
+    assert create_app(Settings(session_secret="other")).state.web.key == session_key("other")

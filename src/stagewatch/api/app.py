@@ -72,5 +72,5 @@ def create_app(settings: Settings | None = None, registry: PipelineRegistry | No
     for router in (events.router, items.router, logs.router, health.router, audit.router, tokens.router,
                    runs.router, control.router, dependencies.router, stages.router):  # fmt: skip
         app.include_router(router)
-    mount_dashboard(app)
+    mount_dashboard(app, settings)
     return app

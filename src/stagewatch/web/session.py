@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -39,11 +38,11 @@ SESSION_SECONDS = 12 * 3600
 SECRET_ENV = "STAGEWATCH_SESSION_SECRET"
 
 
-def session_key(environ: dict[str, str] | None = None) -> bytes:
-    """The key sessions are signed with: from ``STAGEWATCH_SESSION_SECRET``, else random for this process."""
-    given = (os.environ if environ is None else environ).get(SECRET_ENV, "")
-    if given:
-        return hashlib.sha256(b"stagewatch-web-session\x00" + given.encode()).digest()
+def session_key(secret: str | None) -> bytes:
+    """The key sessions are signed with: derived from the configured secret (``Settings.session_secret``,
+    ``STAGEWATCH_SESSION_SECRET``), else random for this process."""
+    if secret:
+        return hashlib.sha256(b"stagewatch-web-session\x00" + secret.encode()).digest()
     log.info("web.session_key_random: dashboard sessions last until this server stops (set %s)", SECRET_ENV)
     return secrets.token_bytes(32)
 
