@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stagewatch.domain.events import Event
 from stagewatch.domain.pipeline import (
     ConcurrencyLimit,
     Pipeline,
@@ -29,6 +30,7 @@ from stagewatch.service.control.operate import (
     resume_item,
 )
 from stagewatch.service.control.watchdog import sweep
+from stagewatch.service.ingest import ingest_now
 from stagewatch.store import control
 from stagewatch.store.engine import Database
 from stagewatch.store.migrate import upgrade
@@ -374,3 +376,24 @@ def test_many_dead_letters_on_one_connection(store: Database, reg: PipelineRegis
         assert complete(store, reg, run.run_id, "failed", PERMANENT, now=T0 + i + 0.5).next == "dead_letter"
     with store.reader.connect() as conn:
         assert len(control.dead_letter_page(conn, limit=100)) == 15
+
+
+def test_the_watchdog_marks_overstaying_items_in_id_order(
+    store: Database, reg: PipelineRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest locks items in id order; on PostgreSQL a sweep marking them in another order deadlocks with
+    it. Found stage by stage, v9 (download) would come before v1 (publish)."""
+    for item_id, stage in (("v9", "download"), ("v5", "enqueue"), ("v1", "publish")):
+        event = {"id": f"q-{item_id}", "type": "run.enqueued", "item_id": item_id, "stage": stage, "time": T0}
+        ingest_now(store, reg, [Event.model_validate(event)])
+    marked: list[str] = []
+    real = control.mark_item_stuck
+
+    def record(conn: Any, item_id: str, reason: str) -> None:
+        marked.append(item_id)
+        real(conn, item_id, reason)
+
+    monkeypatch.setattr(control, "mark_item_stuck", record)
+    assert sweep(store, reg, now=T0 + 7200).stuck_items == 3
+    assert marked == ["v1", "v5", "v9"]
+    assert _item(store, "v9")["stuck_reason"] == "queued for 120m at download (SLO 30m)"

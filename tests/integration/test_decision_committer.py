@@ -19,6 +19,7 @@ from stagewatch.service.control.committer import DecisionCommitter, Job
 from stagewatch.service.control.completion import settle
 from stagewatch.service.control.facts import Facts
 from stagewatch.store.engine import Database
+from tests.postgres_faults import events_insert_fails
 
 T0 = 1_800_000_000.0
 
@@ -113,3 +114,16 @@ def test_a_run_begun_and_completed_in_one_group_ends_as_if_alone(db: Database, r
     assert again.decision.action == "skip" and "already succeeded" in again.decision.reason
     item = query.get_item(db, "v1")
     assert (item["status"], [run["status"] for run in item["runs"]]) == ("published", ["succeeded"])
+
+
+def test_a_decision_postgresql_aborts_for_a_deadlock_is_made_again(
+    db: Database, reg: PipelineRegistry
+) -> None:
+    if not db.is_postgres:
+        pytest.skip("SQLite has one writer: no deadlock to retry")
+    committer = DecisionCommitter(db, reg)
+    with events_insert_fails(db, times=1) as tried:
+        result = asyncio.run(committer.decide(_begin(reg, "v1")))
+        assert tried() == 2
+    assert result.decision.action == "run"
+    assert query.get_item(db, "v1")["status"] == "running"

@@ -28,6 +28,7 @@ from stagewatch.service.audit import item_created_row
 from stagewatch.service.projector import body_of, store_events
 from stagewatch.store import audit
 from stagewatch.store.audit import Actor
+from stagewatch.store.driver import retry_transient
 from stagewatch.store.engine import Database
 
 log = logging.getLogger("stagewatch.ingest")
@@ -215,7 +216,7 @@ class BatchCommitter(Generic[R]):
 
     async def _commit_group(self, group: list[_Pending[R]]) -> None:
         try:
-            outcomes = await asyncio.to_thread(self._store, group)
+            outcomes = await self._store_retrying(group)
         except Exception as exc:
             if len(group) > 1:
                 # One batch may be what broke the transaction: retry each alone so the rest still land.
@@ -230,6 +231,12 @@ class BatchCommitter(Generic[R]):
         self.stats.events += sum(len(p.records) for p in group)
         for pending, outcome in zip(group, outcomes, strict=True):
             _settle(pending.future, result=outcome)
+
+    async def _store_retrying(self, group: list[_Pending[R]]) -> list[BatchOutcome]:
+        """``_store`` on a worker thread, tried again when PostgreSQL aborted it for a deadlock or a
+        serialization failure (``driver.retry_transient``): it was rolled back whole, and the records
+        are idempotent on their ids."""
+        return await asyncio.to_thread(retry_transient, functools.partial(self._store, group), self._kind)
 
     def _store(self, group: Sequence[_Pending[R]]) -> list[BatchOutcome]:
         """Commit a group (on a worker thread): one outcome per batch."""

@@ -10,17 +10,23 @@ psycopg's ``%(name)s``; rows come back as tuples, and ``Shape`` makes Core's dic
 from __future__ import annotations
 
 import functools
+import logging
+import random
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import JSON, Boolean, Connection, Table
 from sqlalchemy.exc import DBAPIError
 
 Row = dict[str, Any]
+T = TypeVar("T")
+
+log = logging.getLogger("stagewatch.store")
 
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -62,6 +68,37 @@ def as_sqlalchemy_error(conn: Connection, sql: str, params: Any, exc: Any) -> Ba
         sql, params, exc, base, connection_invalidated=lost, dialect=conn.dialect
     )
     return error
+
+
+# PostgreSQL's errors that say "try the same transaction again": deadlock detected, serialization
+# failure, lock not available. The transaction was rolled back whole, so a retry is safe.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+# How many times a transaction is tried when PostgreSQL aborts it for one of those.
+TRANSIENT_ATTEMPTS = 4
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a (SQLAlchemy-wrapped) database error is one a retry of the transaction may not meet."""
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(original, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
+def retry_transient(transaction: Callable[[], T], what: str) -> T:
+    """Run ``transaction`` (a whole transaction, begun and ended inside it) and run it again, after a
+    short random pause, while PostgreSQL aborts it as transient (``is_transient``), up to
+    ``TRANSIENT_ATTEMPTS`` times in all. ``what`` names it in the log."""
+    for attempt in range(1, TRANSIENT_ATTEMPTS):
+        try:
+            return transaction()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The driver's own message: SQLAlchemy's would carry the whole statement.
+            log.warning("%s.transient_retry attempt=%d error=%s", what, attempt, getattr(exc, "orig", exc))
+            time.sleep(random.uniform(0.0, 0.05 * attempt))
+    return transaction()
 
 
 def json_value(value: Any) -> str:

@@ -16,6 +16,7 @@ decision, and one transaction holding many decisions' locks could deadlock with 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from anyio import to_thread
 
 from stagewatch.domain.pipeline import PipelineRegistry
 from stagewatch.service.control.facts import Facts, decision_transaction
-from stagewatch.store.driver import savepoint
+from stagewatch.store.driver import retry_transient, savepoint
 from stagewatch.store.engine import Database
 
 log = logging.getLogger("stagewatch.control")
@@ -142,11 +143,16 @@ class DecisionCommitter:
             return _Outcome(error=exc)
 
     def _alone_or_raise(self, decision: Job[T]) -> T:
-        with decision_transaction(self.db, self.registry) as facts:
-            result = decision.make(facts)
+        """One decision in a transaction of its own; made again if PostgreSQL aborts it for a deadlock
+        or serialization failure (``retry_transient``), rather than answering the worker 503."""
+        result = retry_transient(functools.partial(self._make, decision), "decisions")
         self.stats.transactions += 1
         self.stats.decisions += 1
         return result
+
+    def _make(self, decision: Job[T]) -> T:
+        with decision_transaction(self.db, self.registry) as facts:
+            return decision.make(facts)
 
 
 def _step(facts: Facts, decision: Job[Any]) -> _Outcome:

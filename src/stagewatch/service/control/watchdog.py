@@ -112,8 +112,8 @@ _WATCHED = (ItemStatus.QUEUED, ItemStatus.WAITING, ItemStatus.READY_TO_PUBLISH)
 
 
 def _mark_overstaying(facts: Facts, pipeline: Pipeline, now: float) -> int:
-    conn = facts.conn
-    marked = 0
+    """Mark stuck the items that overstay their stage's dwell SLO; how many were marked."""
+    overstaying: dict[str, str] = {}
     for stage in pipeline.stages:
         for status in _WATCHED:
             waits_for = (
@@ -124,12 +124,16 @@ def _mark_overstaying(facts: Facts, pipeline: Pipeline, now: float) -> int:
             slo = pipeline.stage(waits_for).dwell_slo
             if slo is None:
                 continue
-            for row in control.overstaying_items(conn, pipeline.name, stage.name, status.value, now - slo):
-                _mark_item_stuck(
-                    facts, row["item_id"], _overstay_reason(status, waits_for, now - row["status_since"], slo)
-                )
-                marked += 1
-    return marked
+            for row in control.overstaying_items(
+                facts.conn, pipeline.name, stage.name, status.value, now - slo
+            ):
+                stayed = now - row["status_since"]
+                overstaying[row["item_id"]] = _overstay_reason(status, waits_for, stayed, slo)
+    # In id order, as ingest locks items: on PostgreSQL, marking them in any other order while ingest
+    # writes the same videos deadlocks (one of the two transactions is then aborted).
+    for item_id in sorted(overstaying):
+        _mark_item_stuck(facts, item_id, overstaying[item_id])
+    return len(overstaying)
 
 
 def _overstay_reason(status: ItemStatus, waits_for: str, stayed: float, slo: float) -> str:
