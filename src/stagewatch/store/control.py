@@ -385,7 +385,9 @@ def expired_leases(conn: Connection, now: float, limit: int = 500) -> list[dict[
 
 
 def all_leases(conn: Connection) -> list[dict[str, Any]]:
-    return [dict(row) for row in conn.execute(select(leases)).mappings()]
+    """Every lease, by item: the watchdog marks items stuck in this order, the order ingest locks them."""
+    query = select(leases).order_by(leases.c.item_id, leases.c.run_id)
+    return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def mark_lease_stuck(conn: Connection, run_id: str) -> None:
