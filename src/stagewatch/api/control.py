@@ -12,10 +12,11 @@ from starlette.concurrency import run_in_threadpool
 
 from stagewatch.api.auth import Operator, Principal, Reader
 from stagewatch.api.context import Ctx
-from stagewatch.domain.events import iso, parse_time_text
+from stagewatch.domain.events import iso
 from stagewatch.domain.statuses import ItemStatus
 from stagewatch.errors import InvalidShape
 from stagewatch.service.control import operate
+from stagewatch.service.time_bounds import time_bound
 from stagewatch.store import control, reads
 from stagewatch.store.audit import Actor
 from stagewatch.store.reads import ItemFilter
@@ -47,11 +48,7 @@ class ItemFilterBody(BaseModel):
     def to_filter(self) -> ItemFilter:
         if not self.model_dump(exclude_none=True):
             raise InvalidShape("give at least one filter field (status, stage, account, ...)", field="filter")
-        since = self.updated_since
-        try:
-            since_value = parse_time_text(since) if isinstance(since, str) else since
-        except ValueError:
-            raise InvalidShape("must be epoch seconds or ISO 8601", field="filter.updated_since") from None
+        since_value = time_bound(self.updated_since, "filter.updated_since")
         return ItemFilter(
             status=[s.value for s in self.status] if self.status else None, stage=self.stage,
             account=self.account, scenario=self.scenario, pipeline=self.pipeline, id_prefix=self.prefix,
@@ -169,7 +166,7 @@ async def list_dead_letters(
     if status not in ("open", "replayed", "discarded", "all", None):
         raise InvalidShape("status must be open, replayed, discarded or all", field="status")
     where: dict[str, Any] = {"status": None if status == "all" else status, "stage": stage,
-                             "item_id": item_id, "since": _since(since, "since")}  # fmt: skip
+                             "item_id": item_id, "since": time_bound(since, "since")}  # fmt: skip
 
     def page() -> list[dict[str, Any]]:
         with ctx.db.reader.connect() as conn:
@@ -184,15 +181,6 @@ def dead_letter_view(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "created_at": iso(row["created_at"]), "resolved_at": iso(row["resolved_at"])}
 
 
-def _since(value: str | float | None, field: str) -> float | None:
-    if value is None or isinstance(value, float | int):
-        return value
-    try:
-        return parse_time_text(value)
-    except ValueError:
-        raise InvalidShape("must be epoch seconds or ISO 8601", field=field) from None
-
-
 def _letter_ids(ctx: Any, body: DlqActionBody) -> list[int]:
     if (body.ids is None) == (body.filter is None):
         raise InvalidShape("give either ids or a filter", field="ids")
@@ -200,7 +188,7 @@ def _letter_ids(ctx: Any, body: DlqActionBody) -> list[int]:
         return body.ids
     assert body.filter is not None
     where = {"stage": body.filter.stage, "item_id": body.filter.item_id,
-             "since": _since(body.filter.since, "filter.since")}  # fmt: skip
+             "since": time_bound(body.filter.since, "filter.since")}  # fmt: skip
     with ctx.db.reader.connect() as conn:
         return control.dead_letter_ids(conn, **where)
 

@@ -9,10 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from stagewatch.api.auth import Reader
 from stagewatch.api.context import Ctx
-from stagewatch.domain.events import parse_time_text
 from stagewatch.domain.statuses import ItemStatus
 from stagewatch.errors import InvalidShape
 from stagewatch.service import query
+from stagewatch.service.time_bounds import time_bound
 from stagewatch.store.reads import ItemFilter
 
 router = APIRouter(tags=["items"])
@@ -68,7 +68,7 @@ async def list_items(
         account=account,
         scenario=scenario,
         pipeline=pipeline,
-        updated_since=_parse_since(updated_since),
+        updated_since=time_bound(updated_since, "updated_since"),
         id_prefix=prefix,
     )
     return await run_in_threadpool(query.list_items, ctx.db, where, cursor, limit)
@@ -87,14 +87,3 @@ def _parse_statuses(values: list[str] | None) -> list[str] | None:
         choices = ", ".join(status.value for status in ItemStatus)
         raise InvalidShape(f"unknown status {unknown[0]!r}; one of: {choices}", field="status")
     return names or None
-
-
-def _parse_since(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_time_text(value)
-    except ValueError:
-        raise InvalidShape(
-            "updated_since must be epoch seconds or an ISO 8601 time", field="updated_since"
-        ) from None

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stagewatch.domain.events import Event, iso, parse_time_text
-from stagewatch.errors import InputError, InvalidShape
+from stagewatch.domain.events import Event, iso
+from stagewatch.errors import InputError
 from stagewatch.service.cursors import decode_cursor, encode_cursor
+from stagewatch.service.time_bounds import time_bound
 from stagewatch.store import audit as audit_store
 from stagewatch.store.audit import Actor, AuditFilter
 from stagewatch.store.engine import Database
@@ -30,18 +31,9 @@ def audit_filter(
         actor=actor or None,
         action=action or None,
         target=target or None,
-        since=_time_bound("since", since),
-        until=_time_bound("until", until),
+        since=time_bound(since, "since"),
+        until=time_bound(until, "until"),
     )
-
-
-def _time_bound(name: str, value: str | None) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return parse_time_text(value)
-    except ValueError as exc:
-        raise InvalidShape(f"{name} {exc}", field=name) from None
 
 
 def audit_page(

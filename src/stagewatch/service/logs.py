@@ -22,6 +22,7 @@ from stagewatch.domain.events import JsonScalar, ShortText, iso
 from stagewatch.errors import InputError, InvalidShape
 from stagewatch.service.cursors import decode_cursor, encode_cursor
 from stagewatch.service.ingest import BatchCommitter, BatchOutcome, share_transaction
+from stagewatch.service.time_bounds import time_bound
 from stagewatch.service.validation import Rejection
 from stagewatch.store import logs as log_store
 from stagewatch.store.engine import Database
@@ -246,8 +247,8 @@ def log_filter(
         run_id=run_id or None,
         stage=stage or None,
         min_level=_min_level(level),
-        since=_bound("since", since),
-        until=_bound("until", until),
+        since=time_bound(since, "since", parse_time),
+        until=time_bound(until, "until", parse_time),
     )
 
 
@@ -258,15 +259,6 @@ def _min_level(level: str | None) -> int | None:
         return LEVELS[level_name(level)]
     except ValueError as exc:
         raise InvalidShape(str(exc), field="level") from None
-
-
-def _bound(name: str, value: str | float | None) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise InvalidShape(f"{name} {exc}", field=name) from None
 
 
 def search_logs(
