@@ -25,7 +25,7 @@ from stagewatch.domain.circuit import DOWN, UNKNOWN, UP, DependencySpec, Observa
 from stagewatch.domain.pipeline import StagePolicy
 from stagewatch.service.dependencies import report
 from stagewatch.service.health_probes import probe_all, probe_pass
-from stagewatch.store.dependencies import needed_states, read_states
+from stagewatch.store.dependencies import read_states
 from stagewatch.store.engine import Database
 from tests.conftest import PG_ADMIN, LiveServer, free_port, start_server, stop_server
 from tests.conftest import _empty_postgres as empty_postgres
@@ -162,7 +162,7 @@ def states(db: Database, *names: str) -> dict[str, str]:
 
 def test_missing_rows_are_unknown_which_is_not_down(db: Database) -> None:
     with db.reader.connect() as conn:
-        found = needed_states(conn, StagePolicy("upload", depends_on=("storage", "redis")))
+        found = read_states(conn, StagePolicy("upload", depends_on=("storage", "redis")).depends_on)
     assert [(s.name, s.state, s.is_down) for s in found.values()] == [
         ("storage", UNKNOWN, False),
         ("redis", UNKNOWN, False),
@@ -180,7 +180,7 @@ def test_a_dependency_goes_down_and_recovers_through_half_open(db: Database, hea
     down = probe_pass(db, specs)["storage"]
     assert (down.state, down.failures) == (DOWN, 2)
     with db.reader.connect() as conn:
-        assert needed_states(conn, StagePolicy("upload", depends_on=("storage",)))["storage"].is_down
+        assert read_states(conn, StagePolicy("upload", depends_on=("storage",)).depends_on)["storage"].is_down
     health.start()
     time.sleep(0.06)
     assert probe_pass(db, specs) == {}  # open: nothing is probed before `recovery` has passed

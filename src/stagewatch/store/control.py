@@ -22,14 +22,13 @@ import orjson
 from sqlalchemy import Connection, delete, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from stagewatch.domain.circuit import DependencyState
 from stagewatch.domain.guards import Cancellation, Work, WorkState
 from stagewatch.store.driver import Row, Shape, any_of, execute, first, is_postgres, json_value
-from stagewatch.store.schema import cancellations, dead_letters, dependencies, items, leases, rate_hits, work
+from stagewatch.store.schema import cancellations, dead_letters, items, leases, rate_hits, work
 
 WorkId = tuple[str, str, str]  # (pipeline, stage, work_key)
 
-_WORK, _LEASE, _DEPENDENCY = Shape.of(work), Shape.of(leases), Shape.of(dependencies)
+_WORK, _LEASE = Shape.of(work), Shape.of(leases)
 
 
 def _insert(conn: Connection, table: Any) -> Any:
@@ -313,25 +312,6 @@ def run_identity(conn: Connection, run_id: str) -> Row | None:
     found = execute(conn, _RUN_IDENTITY, {"run_id": run_id}).fetchall()
     names = ("item_id", "stage", "attempt", "status", "pipeline")
     return dict(zip(names, found[0], strict=True)) if found else None
-
-
-def dependency_states(conn: Connection, names: Sequence[str]) -> dict[str, DependencyState]:
-    """``store.dependencies.read_states`` for ``begin``: the state of each of ``names``, in that order (a
-    name without a row is ``unknown``), read through the driver like the rest of the decision."""
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
-        return {}
-    where, params = any_of(conn, "name", wanted)
-    rows = execute(conn, f"SELECT {_DEPENDENCY.columns} FROM dependencies WHERE {where}", params).fetchall()
-    found = {state.name: state for state in (_dependency(_DEPENDENCY.row(conn, row)) for row in rows)}
-    return {name: found.get(name) or DependencyState(name) for name in wanted}
-
-
-def _dependency(row: Row) -> DependencyState:
-    return DependencyState(
-        name=row["name"], state=row["state"], failures=int(row["failures"]), since=float(row["since"]),
-        checked_at=row["checked_at"], next_probe_at=row["next_probe_at"], message=row["message"],
-    )  # fmt: skip
 
 
 # --- the dead-letter queue, read -------------------------------------------------------------------------

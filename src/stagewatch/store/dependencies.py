@@ -3,32 +3,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stagewatch.domain.circuit import DependencyState
-from stagewatch.domain.pipeline import StagePolicy
 from stagewatch.store import schema
+from stagewatch.store.driver import Shape, any_of, execute
 
 _table = schema.dependencies
+_SHAPE = Shape.of(_table)
 
 
 def read_states(conn: Connection, names: Iterable[str]) -> dict[str, DependencyState]:
-    """The state of each of ``names``, in that order; a name without a row is ``unknown``."""
+    """The state of each of ``names``, in that order; a name without a row is ``unknown``. Read through
+    the driver: ``begin`` asks for its stage's dependencies on every decision."""
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return {}
-    rows = conn.execute(select(_table).where(_table.c.name.in_(wanted))).mappings()
-    found = {row["name"]: _from_row(row) for row in rows}
+    where, params = any_of(conn, "name", wanted)
+    rows = execute(conn, f"SELECT {_SHAPE.columns} FROM dependencies WHERE {where}", params).fetchall()
+    found = {state.name: state for state in (_from_row(_SHAPE.row(conn, row)) for row in rows)}
     return {name: found.get(name) or DependencyState(name) for name in wanted}
-
-
-def needed_states(conn: Connection, policy: StagePolicy) -> dict[str, DependencyState]:
-    """The states of the dependencies a stage needs (``policy.depends_on``), for the ``begin`` guard."""
-    return read_states(conn, policy.depends_on)
 
 
 def change_state(
@@ -83,7 +81,7 @@ def _to_row(state: DependencyState) -> dict[str, Any]:
     }
 
 
-def _from_row(row: RowMapping) -> DependencyState:
+def _from_row(row: Mapping[Any, Any]) -> DependencyState:
     return DependencyState(
         name=row["name"],
         state=row["state"],

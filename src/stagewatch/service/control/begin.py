@@ -22,6 +22,7 @@ from stagewatch.service.control.facts import Facts, decision_transaction, fact
 from stagewatch.service.control.retries import dead_letter, time_out
 from stagewatch.store import control, overrides
 from stagewatch.store.control import WorkId
+from stagewatch.store.dependencies import read_states
 from stagewatch.store.engine import Database
 
 
@@ -213,7 +214,7 @@ def _snapshot(
         policy=policy,
         work=control.work_snapshot(row, live),
         cancellation=control.active_cancellation(conn, item_id),
-        dependencies=control.dependency_states(conn, policy.depends_on),
+        dependencies=read_states(conn, policy.depends_on),
         concurrency=concurrency,
         rates=tuple(rates),
     )
