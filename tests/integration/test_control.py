@@ -4,6 +4,8 @@ answer stop, cancel, and the watchdog's time-outs, runaway stops and dwell SLOs.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -29,11 +31,12 @@ from stagewatch.service.control.operate import (
     replay_dead_letters,
     resume_item,
 )
-from stagewatch.service.control.watchdog import sweep
+from stagewatch.service.control.watchdog import sweep, watchdog_task
 from stagewatch.service.ingest import ingest_now
 from stagewatch.store import control
 from stagewatch.store.engine import Database
 from stagewatch.store.migrate import upgrade
+from tests.postgres_faults import events_insert_fails
 
 T0 = 1_800_000_000.0
 ALICE = Actor("alice", "127.0.0.1")
@@ -397,3 +400,19 @@ def test_the_watchdog_marks_overstaying_items_in_id_order(
     assert sweep(store, reg, now=T0 + 7200).stuck_items == 3
     assert marked == ["v1", "v5", "v9"]
     assert _item(store, "v9")["stuck_reason"] == "queued for 120m at download (SLO 30m)"
+
+
+def test_a_sweep_postgresql_aborts_for_a_deadlock_is_swept_again(
+    store: Database, reg: PipelineRegistry
+) -> None:
+    if not store.is_postgres:
+        pytest.skip("SQLite has one writer: no deadlock to retry")
+    started = time.time() - 1000  # its heartbeat timeout (60 s) is long past
+    run = _begin(store, reg, "download", "v1", started)
+    task = watchdog_task(store, reg, interval=3600, leadership=None)
+    with events_insert_fails(store, times=1) as tried:
+        assert asyncio.run(task.run_once())
+        assert tried() == 2
+    assert "run.timed_out" in _types(_item(store, "v1"))
+    with store.reader.connect() as conn:
+        assert control.lease(conn, run.run_id) is None

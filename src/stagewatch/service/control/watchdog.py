@@ -24,6 +24,7 @@ from stagewatch.service.control.heartbeats import runaway_reason
 from stagewatch.service.control.retries import time_out
 from stagewatch.service.leader import Leadership, PeriodicTask
 from stagewatch.store import control
+from stagewatch.store.driver import retry_transient
 from stagewatch.store.engine import Database
 
 
@@ -151,5 +152,11 @@ def _longest_window(registry: PipelineRegistry) -> float:
 def watchdog_task(
     db: Database, registry: PipelineRegistry, interval: float, leadership: Leadership | None
 ) -> PeriodicTask:
-    """The sweep every ``interval`` seconds, only on the replica that leads the background loops."""
-    return PeriodicTask("watchdog", lambda: sweep(db, registry), interval, leadership)
+    """The sweep every ``interval`` seconds, only on the replica that leads the background loops. A sweep
+    that PostgreSQL aborts for a deadlock with ingest is swept again at once: it reads what to do from
+    the database each time, so a second pass does only what the first left undone."""
+
+    def sweep_retrying() -> None:
+        retry_transient(lambda: sweep(db, registry), "watchdog")
+
+    return PeriodicTask("watchdog", sweep_retrying, interval, leadership)
