@@ -45,10 +45,13 @@ def sweep(db: Database, registry: PipelineRegistry, now: float | None = None) ->
     # sweep does not make the next ingest read back every video it had cached.
     with decision_transaction(db, registry) as facts:
         facts.add(_watch_live(facts, registry, now, report), now)
-        facts.flush()
+        report.rate_hits_pruned = control.prune_rate_hits(facts.conn, now - _longest_window(registry))
+    # After the time-outs above are committed (an item they moved on is not overstaying), and in a
+    # transaction of its own: one that had projected events holds stage counter rows, and locking items
+    # after those could deadlock with ingest on PostgreSQL, which locks items first.
+    with decision_transaction(db, registry) as facts:
         for pipeline in registry.pipelines.values():
             report.stuck_items += _mark_overstaying(facts, pipeline, now)
-        report.rate_hits_pruned = control.prune_rate_hits(facts.conn, now - _longest_window(registry))
     return report
 
 
