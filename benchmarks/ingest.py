@@ -147,6 +147,8 @@ def run_http(
             if profiler is not None:
                 detach_profiler(profiler)
             stop_server(server)
+    # Transactions PostgreSQL aborted (a deadlock...) and the server tried again: no client saw them.
+    retried = server.log_path.read_text(errors="replace").count(".transient_retry")
     latencies = [r[0] for r in records]
     return {
         "events": n_events,
@@ -156,6 +158,7 @@ def run_http(
         "p50": pct(latencies, 50),
         "p99": pct(latencies, 99),
         "max": max(latencies),
+        "retried": retried,
         **checks,
     }
 
@@ -364,7 +367,8 @@ def main() -> None:
                     f"rejected {h['rejected']}; events table {h['db_events']:,} rows / "
                     f"{h['db_distinct']:,} distinct ids; items {h['db_items']:,}, "
                     f"summary {h['summary_items']:,}; "
-                    f"replayed batch: {h['replay']})"
+                    f"replayed batch: {h['replay']}); "
+                    f"transactions retried by the server: {h['retried']}"
                 )
             if "raw" not in args.skip:
                 for via, label in (("core", "raw insert "), ("driver", "raw, driver")):
