@@ -9,9 +9,9 @@ action does not make the next ingest read back every video it had cached."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -53,6 +53,27 @@ def _item_or_404(conn: Connection, item_id: str) -> Any:
     return item
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _in_chunks(
+    db: Database,
+    registry: PipelineRegistry,
+    keys: Sequence[K],
+    now: float | None,
+    act: Callable[[Facts, Sequence[K], float], list[V]],
+) -> list[V]:
+    """``act`` on each chunk of ``keys`` (with the chunk's time) in a decision transaction of its own;
+    all it returned, in order. Chunks of ``CHUNK``: one huge filter never holds the writer for long."""
+    done: list[V] = []
+    for start in range(0, len(keys), CHUNK):
+        stamp = time.time() if now is None else now
+        with decision_transaction(db, registry) as facts:
+            done.extend(act(facts, keys[start : start + CHUNK], stamp))
+    return done
+
+
 # --- cancel --------------------------------------------------------------------------------------------
 
 
@@ -69,13 +90,11 @@ def cancel_items(
     """Cancel items: queued work is refused at ``begin``, running work is told to stop at its next
     heartbeat. Returns the ids cancelled (unknown ids are an error when one id is given)."""
     why = _require_reason(reason)
-    done: list[str] = []
-    for start in range(0, len(item_ids), CHUNK):
-        chunk = item_ids[start : start + CHUNK]
-        stamp = time.time() if now is None else now
-        with decision_transaction(db, registry) as facts:
-            done.extend(_cancel_chunk(facts, chunk, why, who, stamp, bulk_filter, single=len(item_ids) == 1))
-    return done
+    single = len(item_ids) == 1
+    return _in_chunks(
+        db, registry, item_ids, now,
+        lambda facts, chunk, stamp: _cancel_chunk(facts, chunk, why, who, stamp, bulk_filter, single),
+    )  # fmt: skip
 
 
 def _cancel_chunk(
@@ -226,22 +245,29 @@ def replay_dead_letters(
 ) -> list[dict[str, Any]]:
     """Re-arm the work of open dead letters and re-deliver each payload through its stage's target. A
     letter already replayed or discarded is left alone, so replaying twice delivers once."""
-    replayed: list[dict[str, Any]] = []
-    for start in range(0, len(ids), CHUNK):
-        stamp = time.time() if now is None else now
-        with decision_transaction(db, registry) as facts:
-            conn = facts.conn
-            letters = control.resolve_dead_letters(
-                conn, ids[start : start + CHUNK], "replayed", who.name, stamp
-            )
-            _rearm(conn, letters, stamp)
-            events = [_replayed_fact(letter, who, reason, stamp) for letter in letters]
-            for letter in letters:
-                _audit(conn, who, "dlq.replay", letter["item_id"], reason, stamp, dead_letter_id=letter["id"],
-                       stage=letter["stage"], filter=dict(bulk_filter) if bulk_filter else None)  # fmt: skip
-            facts.add(events, stamp)
-        replayed.extend(letters)
+    replayed = _in_chunks(
+        db, registry, ids, now,
+        lambda facts, chunk, stamp: _replay_chunk(facts, chunk, reason, who, stamp, bulk_filter),
+    )  # fmt: skip
     return [_deliver_letter(registry, letter) for letter in replayed]
+
+
+def _replay_chunk(
+    facts: Facts,
+    ids: Sequence[int],
+    reason: str | None,
+    who: Actor,
+    now: float,
+    bulk_filter: Mapping[str, Any] | None,
+) -> list[dict[str, Any]]:
+    conn = facts.conn
+    letters = control.resolve_dead_letters(conn, ids, "replayed", who.name, now)
+    _rearm(conn, letters, now)
+    for letter in letters:
+        _audit(conn, who, "dlq.replay", letter["item_id"], reason, now, dead_letter_id=letter["id"],
+               stage=letter["stage"], filter=dict(bulk_filter) if bulk_filter else None)  # fmt: skip
+    facts.add([_replayed_fact(letter, who, reason, now) for letter in letters], now)
+    return letters
 
 
 def _replayed_fact(letter: Mapping[str, Any], who: Actor, reason: str | None, now: float) -> Event:
@@ -270,16 +296,22 @@ def discard_dead_letters(
 ) -> list[int]:
     """Give up on dead letters for good: they stay in the table (and the item dead-lettered) as a record."""
     why = _require_reason(reason)
-    discarded: list[int] = []
-    for start in range(0, len(ids), CHUNK):
-        stamp = time.time() if now is None else now
-        with decision_transaction(db, registry) as facts:
-            conn = facts.conn
-            letters = control.resolve_dead_letters(
-                conn, ids[start : start + CHUNK], "discarded", who.name, stamp
-            )
-            for letter in letters:
-                _audit(conn, who, "dlq.discard", letter["item_id"], why, stamp, dead_letter_id=letter["id"],
-                       filter=dict(bulk_filter) if bulk_filter else None)  # fmt: skip
-        discarded.extend(int(letter["id"]) for letter in letters)
-    return discarded
+    return _in_chunks(
+        db, registry, ids, now,
+        lambda facts, chunk, stamp: _discard_chunk(facts, chunk, why, who, stamp, bulk_filter),
+    )  # fmt: skip
+
+
+def _discard_chunk(
+    facts: Facts,
+    ids: Sequence[int],
+    reason: str,
+    who: Actor,
+    now: float,
+    bulk_filter: Mapping[str, Any] | None,
+) -> list[int]:
+    letters = control.resolve_dead_letters(facts.conn, ids, "discarded", who.name, now)
+    for letter in letters:
+        _audit(facts.conn, who, "dlq.discard", letter["item_id"], reason, now, dead_letter_id=letter["id"],
+               filter=dict(bulk_filter) if bulk_filter else None)  # fmt: skip
+    return [int(letter["id"]) for letter in letters]
