@@ -31,13 +31,9 @@ def _columns(table: Table) -> tuple[tuple[str, ...], frozenset[str], frozenset[s
     return names, json, flags
 
 
-def _is_postgres(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
 def _matching(conn: Connection, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
     """``column`` is one of ``values``: one array parameter on PostgreSQL, a list of them on SQLite."""
-    if _is_postgres(conn):
+    if driver.is_postgres(conn):
         return f"{column} = ANY(%s)", [list(values)]
     return f"{column} IN ({','.join('?' * len(values))})", list(values)
 
@@ -70,7 +66,7 @@ def column_where_in(
 ) -> list[Any]:
     """``column`` of the rows whose ``key`` is one of ``values``. Positional parameters on SQLite: it
     looks each named parameter up among the earlier ones, so thousands of names cost milliseconds."""
-    chunk_size = len(values) if _is_postgres(conn) else _KEYS_PER_LOOKUP
+    chunk_size = len(values) if driver.is_postgres(conn) else _KEYS_PER_LOOKUP
     found: list[Any] = []
     for start in range(0, len(values), max(chunk_size, 1)):
         clause, params = _matching(conn, key, values[start : start + chunk_size])
