@@ -128,7 +128,7 @@ def test_operator_actions_keep_the_cache_and_project_through_it(
     who = Actor("alice", "127.0.0.1")
 
     cancel_items(sqlite_db, registry, ["v1"], "customer withdrew", who, now=T0 + 2)
-    stop_run(sqlite_db, registry, "v2/download/1", "runaway", who, now=T0 + 2)
+    stop_run(sqlite_db, "v2/download/1", "runaway", who, now=T0 + 2)
     assert cache.get(["v2"])[0]["v2"] is untouched, "an operator's action must not drop other videos"
     assert cache.get(["v1"])[0]["v1"].status.value == "cancelled", "the cancel is projected into the cache"
 

@@ -148,6 +148,4 @@ async def post_complete(
 async def post_stop(
     run_id: str, ctx: Ctx, who: Operator, body: Annotated[StopBody, Body()]
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
-        stop_run, ctx.db, ctx.registry, run_id, body.reason, Actor(who.name, who.source)
-    )
+    return await run_in_threadpool(stop_run, ctx.db, run_id, body.reason, Actor(who.name, who.source))

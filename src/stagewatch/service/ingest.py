@@ -105,26 +105,15 @@ def _commit(
     """One transaction for several batches of events; ``actors`` (when given) sent them, one per batch;
     ``bodies`` holds the stored JSON of events, by id, where it was made already."""
 
-    cache = db.projection_cache
     creators = _creators(batches, actors)
 
     def store(unique: list[Event]) -> set[str]:
-        try:
-            with db.writer.begin() as conn:
-                if cache is not None:
-                    cache.validate(conn)
-                now = time.time()
-                new_ids = store_events(conn, unique, registry, now, cache, bodies)
-                if creators:
-                    _audit_creations(conn, unique, new_ids, creators, now)
-                if cache is not None:
-                    cache.seal(conn)
-                return new_ids
-        except BaseException:
-            # The cached objects were changed in place before the commit failed.
-            if cache is not None:
-                cache.clear()
-            raise
+        with db.write() as conn:
+            now = time.time()
+            new_ids = store_events(conn, unique, registry, now, db.projection_cache, bodies)
+            if creators:
+                _audit_creations(conn, unique, new_ids, creators, now)
+            return new_ids
 
     return share_transaction(batches, store)
 

@@ -198,18 +198,12 @@ def log_row(record: LogRecord, received_at: float) -> dict[str, Any]:
 def store_logs(db: Database, batches: Sequence[Sequence[LogRecord]]) -> list[BatchOutcome]:
     """Store several batches in one transaction; duplicates (by id) are counted, not stored again."""
 
-    cache = db.projection_cache
-
     def store(unique: list[LogRecord]) -> set[str]:
         received_at = time.time()
-        with db.writer.begin() as conn:
-            # Log lines change no item or run, so they leave the projection cache as true as it was;
-            # without this, every batch of logs would make ingest read back all it had cached.
-            cache_was_current = cache is not None and cache.is_current(conn)
-            new_ids = log_store.insert_logs(conn, [log_row(record, received_at) for record in unique])
-            if cache is not None and cache_was_current:
-                cache.seal(conn)
-            return new_ids
+        # Log lines change no item or run: written through ``Database.write``, they leave the projection
+        # cache in use, where a plain writer transaction would make ingest read back all it had cached.
+        with db.write() as conn:
+            return log_store.insert_logs(conn, [log_row(record, received_at) for record in unique])
 
     return share_transaction(batches, store)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
@@ -42,6 +44,25 @@ class Database:
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction on the writer that keeps the projection cache true: validated before the first
+        write, sealed after the last, dropped if anything fails (the cached objects may have been changed
+        in place). Whatever writes items or runs inside must do it through ``projector.store_events``
+        with this cache, or say so (``ProjectionCache.forget``)."""
+        cache = self.projection_cache
+        try:
+            with self.writer.begin() as conn:
+                if cache is not None:
+                    cache.validate(conn)
+                yield conn
+                if cache is not None:
+                    cache.seal(conn)
+        except BaseException:
+            if cache is not None:
+                cache.clear()
+            raise
 
     def ping(self) -> None:
         with self.reader.connect() as conn:

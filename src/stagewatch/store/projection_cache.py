@@ -7,6 +7,8 @@ changes when any *other* connection commits) and ``total_changes()`` (which coun
 connection changes). Before the next transaction a different stamp — another process wrote, a
 different connection, or anything else wrote through this one — drops everything. A failed
 transaction drops everything too, since the cached objects were changed in place before the commit.
+``Database.write`` is the transaction that does all this; every writer that should keep the cache in use
+(ingest, log lines, decisions, operators' actions, the watchdog) writes through it.
 PostgreSQL, with several replicas writing, never uses it.
 """
 
@@ -41,13 +43,8 @@ class ProjectionCache:
 
     def validate(self, conn: Connection) -> None:
         """Drop everything unless nothing has been written since the cache was sealed."""
-        if not self.is_current(conn):
+        if self._stamp is None or _stamp(conn) != self._stamp:
             self.clear()
-
-    def is_current(self, conn: Connection) -> bool:
-        """Whether nothing has been written since the cache was sealed. A writer that touches neither
-        items nor runs (log lines) may seal it again after its writes if this held before them."""
-        return self._stamp is not None and _stamp(conn) == self._stamp
 
     def seal(self, conn: Connection) -> None:
         """Record that the cache matches the database as ``conn`` has just written it."""

@@ -107,18 +107,7 @@ def decision_transaction(db: Database, registry: PipelineRegistry) -> Iterator[F
     On SQLite it uses the writer's projection cache as ingest does (validated first, sealed after the
     last write, dropped if anything fails), so the item a decision is about need not be read back, and
     the decisions do not make ingest read back everything it had cached."""
-    cache = db.projection_cache
-    try:
-        with db.writer.begin() as conn:
-            if cache is not None:
-                cache.validate(conn)
-            facts = Facts(conn, registry, cache)
-            yield facts
-            facts.flush()
-            if cache is not None:
-                cache.seal(conn)
-    except BaseException:
-        # The cached objects may have been changed in place before the transaction failed.
-        if cache is not None:
-            cache.clear()
-        raise
+    with db.write() as conn:
+        facts = Facts(conn, registry, db.projection_cache)
+        yield facts
+        facts.flush()

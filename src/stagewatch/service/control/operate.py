@@ -132,18 +132,11 @@ def _cancel_chunk(
 
 
 def stop_run(
-    db: Database,
-    registry: PipelineRegistry,
-    run_id: str,
-    reason: str | None,
-    who: Actor,
-    now: float | None = None,
+    db: Database, run_id: str, reason: str | None, who: Actor, now: float | None = None
 ) -> dict[str, Any]:
     why = _require_reason(reason)
     now = time.time() if now is None else now
-    # A decision transaction though it records no event: it keeps the projection cache in use.
-    with decision_transaction(db, registry) as facts:
-        conn = facts.conn
+    with db.write() as conn:  # it records no event, and keeps the projection cache in use
         lease = control.lease(conn, run_id)
         if lease is None:
             raise NotFound(f"run {run_id!r} is not running (no live lease)")

@@ -86,7 +86,7 @@ async def discard(request: Request, form: OperatorForm, ctx: Ctx) -> Response:
 @router.post("/actions/stop")
 async def stop(request: Request, form: OperatorForm, ctx: Ctx) -> Response:
     run_id, reason = form.required("run_id"), form.reason()
-    await run_in_threadpool(operate.stop_run, ctx.db, ctx.registry, run_id, reason, form.viewer.actor)
+    await run_in_threadpool(operate.stop_run, ctx.db, run_id, reason, form.viewer.actor)
     return redirect(request, _back(form, "/inflight"), f"Told {run_id} to stop at its next heartbeat")
 
 
