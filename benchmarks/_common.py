@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -246,6 +248,8 @@ def stop_server(server: Server) -> None:
 
 def attach_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling the server at 100 Hz, only the thread holding the GIL (where CPU goes)."""
+    if shutil.which("py-spy") is None:
+        sys.exit("--profile needs py-spy, which is not installed: pip install py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         "py-spy",
