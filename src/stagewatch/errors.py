@@ -10,6 +10,7 @@
     ├── Unauthenticated      no API token, or one that is unknown or revoked
     ├── Forbidden            the token lacks the scope the action needs
     ├── NotFound             an item, run or other record does not exist
+    ├── Overloaded           ingest is behind; the sender should try again after ``retry_after`` s
     └── StoreUnavailable     the database does not answer
 """
 
@@ -66,6 +67,15 @@ class Forbidden(StagewatchError):
 
 class NotFound(StagewatchError):
     """The record asked for does not exist."""
+
+
+class Overloaded(StagewatchError):
+    """Too much is waiting to be written; nothing of the request was kept. Try again in ``retry_after``
+    seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class StoreUnavailable(StagewatchError):

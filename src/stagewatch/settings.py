@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Group commit: how many events one shared transaction may hold.
     commit_max_events: int = Field(default=5000, ge=1)
+    # Records (events, or log lines) waiting to be written before ingest answers 503 with Retry-After;
+    # bounds the server's memory in a flood (~3 KB an event). 0 takes everything.
+    max_ingest_backlog: int = Field(default=20_000, ge=0)
     log_level: str = "info"
     # Log lines per POST /v1/logs.
     max_batch_logs: int = Field(default=1000, ge=1)

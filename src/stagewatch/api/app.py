@@ -40,8 +40,10 @@ def create_app(settings: Settings | None = None, registry: PipelineRegistry | No
             settings=settings,
             db=db,
             registry=pipelines,
-            committer=GroupCommitter(db, pipelines, settings.commit_max_events),
-            log_committer=log_committer(db, settings.commit_max_events),
+            committer=GroupCommitter(
+                db, pipelines, settings.commit_max_events, max_backlog=settings.max_ingest_backlog
+            ),
+            log_committer=log_committer(db, settings.commit_max_events, settings.max_ingest_backlog),
             leadership=Leadership(db, "background"),
         )
         ctx.committer.start()

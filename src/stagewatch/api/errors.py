@@ -16,6 +16,7 @@ from stagewatch.errors import (
     InputError,
     InvalidShape,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     StoreUnavailable,
     Unauthenticated,
@@ -31,6 +32,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
     (NotFound, 404),
+    (Overloaded, 503),
     (StoreUnavailable, 503),
     (OperationalError, 503),
     (ConfigError, 500),
@@ -55,9 +57,16 @@ def _handler(status: int):  # type: ignore[no-untyped-def]
             log.warning("api.error path=%s status=%d error=%s", request.url.path, status, exc)
         message = "the database is unavailable" if isinstance(exc, OperationalError) else str(exc)
         body = error_body(message, getattr(exc, "field", None))
-        return JSONResponse(body, status_code=status, headers=HEADERS_OF.get(status))
+        return JSONResponse(body, status_code=status, headers=_headers(status, exc))
 
     return handle
+
+
+def _headers(status: int, exc: Exception) -> dict[str, str] | None:
+    if isinstance(exc, Overloaded):
+        # RFC 9110: how long the sender should wait; the SDK and the CLI both honour it.
+        return {"Retry-After": str(exc.retry_after)}
+    return HEADERS_OF.get(status)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -22,11 +22,14 @@ router = APIRouter(tags=["ingest"])
         'Body: a JSON array of events, or `{"events": [...]}`. Valid events are kept even when others '
         "in the batch are rejected. Answers the counts accepted, duplicate (already stored) and rejected, "
         "with the reason for each rejected index. 413 for an over-size body or batch, 400 for malformed "
-        "JSON, 422 when the body has the wrong shape or every event was rejected. Scope `ingest`; each "
-        "item created is audited (`item.create`) with the token's name and the client's address."
+        "JSON, 422 when the body has the wrong shape or every event was rejected, 503 with `Retry-After` "
+        "when the server is behind (too many events waiting to be written; nothing of the batch was "
+        "stored, send it again). Scope `ingest`; each item created is audited (`item.create`) with the "
+        "token's name and the client's address."
     ),
 )
 async def post_events(request: Request, ctx: Ctx, who: Ingester) -> JSONResponse:
+    ctx.committer.check_room()
     body = await read_capped(request, ctx.settings.max_body_bytes)
     raw_events = records_of(parse_json(body, "events"), "events", ctx.settings.max_batch_events)
     # JSON can only carry a NUL escaped, so a body without "\u0000" needs no per-event search for one.

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stagewatch.api.context import AppContext, Ctx
 from stagewatch.service.dependencies import readiness
+from stagewatch.service.ingest import BatchCommitter
 
 router = APIRouter(tags=["health"])
 
@@ -24,7 +25,8 @@ async def healthz() -> dict[str, Any]:
     summary="The database answers; 503 otherwise. Also reports each dependency's circuit",
     description=(
         "200 while the database answers. Dependencies that are down are listed under `dependencies.down` "
-        "but are not fatal: the server can still serve, and work that needs them waits at begin."
+        "but are not fatal: the server can still serve, and work that needs them waits at begin. `ingest` "
+        "gives the events and log lines waiting to be written, and the limit past which ingest answers 503."
     ),
 )
 async def readyz(ctx: Ctx) -> JSONResponse:
@@ -34,7 +36,19 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         detail = {"database": {"ok": False, "error": type(exc).__name__}}
         return JSONResponse({"status": "unavailable", "checks": detail}, status_code=503)
     database = {"ok": True, "dialect": ctx.db.dialect}
-    return JSONResponse({"status": "ok", "checks": {"database": database}, "dependencies": states})
+    body = {
+        "status": "ok",
+        "checks": {"database": database},
+        "dependencies": states,
+        "ingest": _backlogs(ctx),
+    }
+    return JSONResponse(body)
+
+
+def _backlogs(ctx: AppContext) -> dict[str, dict[str, int]]:
+    """Records waiting to be written, per committer, and the limit past which ingest answers 503."""
+    committers: dict[str, BatchCommitter[Any]] = {"events": ctx.committer, "logs": ctx.log_committer}
+    return {name: {"backlog": c.backlog, "limit": c.max_backlog} for name, c in committers.items()}
 
 
 def _check(ctx: AppContext) -> dict[str, Any]:

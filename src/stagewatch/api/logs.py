@@ -25,10 +25,12 @@ router = APIRouter(tags=["logs"])
         "`id` (re-sending it is harmless) and a `message`; `time` defaults to the server's clock and "
         "`level` to info. Answers like `POST /v1/events`: the counts accepted, duplicate and rejected, with "
         "the reason for each rejected index. 413 for an over-size body or batch, 400 for malformed JSON, "
-        "422 when the body has the wrong shape or every record was rejected."
+        "422 when the body has the wrong shape or every record was rejected, 503 with `Retry-After` when "
+        "too many log lines are waiting to be written."
     ),
 )
 async def post_logs(request: Request, ctx: Ctx, who: Ingester) -> JSONResponse:
+    ctx.log_committer.check_room()
     body = await read_capped(request, ctx.settings.max_body_bytes)
     raw_records = records_of(parse_json(body, "log records"), "logs", ctx.settings.max_batch_logs)
     batch = logs.validate_logs(raw_records, time.time())

@@ -15,22 +15,30 @@ from urllib.parse import quote
 
 import httpx
 
+from stagewatch.sdk.backoff import parse_retry_after
+
 Json = dict[str, Any]
 Params = Mapping[str, str | int | Sequence[str] | None]
 
 DEFAULT_TIMEOUT = 30.0
 # Waits between attempts when a batch meets a connection error or a 5xx; ingest is idempotent on event id.
 RETRY_DELAYS = (0.5, 1.0, 2.0)
+# A server that is behind answers 503 with Retry-After: not a failure, so a batch is sent again after
+# each wait it asks for (these count apart from RETRY_DELAYS), for up to this many seconds in all.
+OVERLOAD_PATIENCE = 600.0
 _BAD_INPUT_STATUSES = frozenset({400, 413, 422})
 
 
 class ClientError(Exception):
     """A request to the server failed. ``status`` is the HTTP status when the server answered at all."""
 
-    def __init__(self, message: str, *, exit_code: int = 1, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, exit_code: int = 1, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.status = status
+        self.retry_after = retry_after
 
     @property
     def retryable(self) -> bool:
@@ -101,19 +109,30 @@ class StagewatchClient:
         body: bytes,
         *,
         delays: Sequence[float] = RETRY_DELAYS,
+        patience: float = OVERLOAD_PATIENCE,
         notify: Callable[[str], None] = lambda note: None,
     ) -> Json:
-        """``post_events``, sent again after each delay while the failure is a connection error or a
-        5xx; ``notify`` hears about each retry."""
-        for delay in delays:
+        """``post_events``, sent again after each of ``delays`` while the failure is a connection error
+        or a 5xx. An answer with ``Retry-After`` (the server is behind) is waited out as it says
+        instead, up to ``patience`` seconds in all. ``notify`` hears about each retry."""
+        failures = 0
+        patient_for = 0.0
+        while True:
             try:
                 return self.post_events(body)
             except ClientError as exc:
                 if not exc.retryable:
                     raise
+                if exc.retry_after is not None and patient_for + exc.retry_after <= patience:
+                    delay = max(exc.retry_after, RETRY_DELAYS[0])  # "Retry-After: 0" must not spin
+                    patient_for += delay
+                elif failures < len(delays):
+                    delay = delays[failures]
+                    failures += 1
+                else:
+                    raise
                 notify(f"retrying in {delay:g}s: {exc}")
             time.sleep(delay)
-        return self.post_events(body)
 
     def _send(self, method: str, path: str, *, outcome_on_422: bool = False, **kwargs: Any) -> httpx.Response:
         try:
@@ -161,7 +180,10 @@ def _http_error(base_url: str, response: httpx.Response) -> ClientError:
         return ClientError(message, status=status)
     exit_code = 2 if status in _BAD_INPUT_STATUSES else 1
     detail = message or response.reason_phrase or "no detail"
-    return ClientError(f"{base_url} answered {status}: {detail}", exit_code=exit_code, status=status)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return ClientError(
+        f"{base_url} answered {status}: {detail}", exit_code=exit_code, status=status, retry_after=retry_after
+    )
 
 
 def _server_message(response: httpx.Response) -> str:

@@ -322,7 +322,8 @@ def send_events(
     \b
     The whole file is checked first: if any line is not a JSON object, those lines are named and
     nothing is sent (exit 2). Events go in batches; a batch is sent again on a connection error or a
-    server error (safe: an event id already stored counts as a duplicate). Each rejected event is
+    server error (safe: an event id already stored counts as a duplicate), and after the wait a busy
+    server asks for (503 with Retry-After, for up to 10 minutes in all). Each rejected event is
     printed with its line number and field. Exits 1 if the server rejected any event.
 
     \b

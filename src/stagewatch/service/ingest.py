@@ -5,6 +5,11 @@ task takes everything queued so far (up to ``max_records``), applies it in one t
 thread, and answers every waiting request. While a transaction runs, new requests queue up for the
 next one, so throughput grows with load instead of collapsing into one commit per request.
 
+The queue is bounded: with ``max_backlog`` records already waiting, ``check_room`` refuses more with
+``Overloaded`` (503 and a ``Retry-After`` worked out from the recent write rate), before the request is
+even parsed. A flood then costs the server almost nothing, its memory stays bounded, and the senders
+(the SDK, ``stagewatch send-events``) keep their events and send them again when told.
+
 ``GroupCommitter`` is the committer for events (store plus projection); log lines use the same machinery
 with their own store function (``stagewatch.service.logs``). A batch of events may name the ``Actor`` who
 sent it: each item it creates is then audited (``item.create``) in the same shared transaction.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ from sqlalchemy import Connection
 
 from stagewatch.domain.events import Event, EventType
 from stagewatch.domain.pipeline import PipelineRegistry
+from stagewatch.errors import Overloaded
 from stagewatch.service.audit import item_created_row
 from stagewatch.service.projector import body_of, store_events
 from stagewatch.store import audit
@@ -32,6 +39,13 @@ from stagewatch.store.driver import retry_transient
 from stagewatch.store.engine import Database
 
 log = logging.getLogger("stagewatch.ingest")
+
+# Bounds of the Retry-After given to a sender turned away: at least a second (sooner only adds load),
+# at most a minute (an estimate further out is too uncertain to make anyone wait on it).
+MIN_RETRY_AFTER = 1
+MAX_RETRY_AFTER = 60
+# Weight of the newest transaction in the running estimate of the write rate.
+_RATE_WEIGHT = 0.3
 
 
 class Identified(Protocol):
@@ -53,11 +67,13 @@ class BatchOutcome:
 @dataclass(slots=True)
 class CommitStats:
     """How many transactions carried how many batches: the evidence that commits are shared.
-    ``events`` counts the records committed (events or log lines)."""
+    ``events`` counts the records committed (events or log lines), ``shed`` the requests refused
+    while the backlog was full."""
 
     transactions: int = 0
     batches: int = 0
     events: int = 0
+    shed: int = 0  # requests turned away because the backlog was full
 
 
 @dataclass(slots=True)
@@ -147,7 +163,8 @@ class BatchCommitter(Generic[R]):
     """Shares transactions between concurrent ingest requests (see the module docstring).
 
     ``commit`` stores several batches in one transaction and returns one outcome per batch; it runs on a
-    worker thread. ``kind`` and ``unit`` name the records in log lines, ``name`` the asyncio task.
+    worker thread. ``max_backlog`` bounds the records waiting (0: no bound). ``kind`` and ``unit`` name
+    the records in log lines, ``name`` the asyncio task.
     """
 
     def __init__(
@@ -155,18 +172,51 @@ class BatchCommitter(Generic[R]):
         commit: Callable[[Sequence[Sequence[R]]], list[BatchOutcome]],
         max_records: int,
         *,
+        max_backlog: int = 0,
         kind: str = "ingest",
         unit: str = "events",
         name: str = "stagewatch-group-commit",
     ) -> None:
         self._commit = commit
         self._max_records = max_records
+        self.max_backlog = max_backlog
         self._kind = kind
         self._unit = unit
         self._name = name
         self._queue: asyncio.Queue[_Pending[R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._backlog = 0
+        self._rate: float | None = None  # records written per second, lately
         self.stats = CommitStats()
+
+    @property
+    def backlog(self) -> int:
+        """Records submitted and not yet answered: waiting in the queue or being written."""
+        return self._backlog
+
+    def check_room(self) -> None:
+        """``Overloaded`` when ``max_backlog`` records are waiting already; call it before parsing a
+        request, so that turning a sender away costs next to nothing."""
+        if not self.max_backlog or self._backlog < self.max_backlog:
+            return
+        retry_after = self.retry_after()
+        self.stats.shed += 1
+        log.warning(
+            "%s.overloaded backlog=%d limit=%d retry_after=%d", self._kind, self._backlog, self.max_backlog,
+            retry_after,
+        )  # fmt: skip
+        raise Overloaded(
+            f"the server is behind: {self._backlog:,} {self._unit} are waiting to be written "
+            f"(the limit is {self.max_backlog:,}); nothing of this request was stored, "
+            f"send it again in {retry_after} s",
+            retry_after=retry_after,
+        )
+
+    def retry_after(self) -> int:
+        """Whole seconds until the backlog should be written, at the recent rate, within bounds."""
+        if not self._rate:
+            return MIN_RETRY_AFTER
+        return max(MIN_RETRY_AFTER, min(MAX_RETRY_AFTER, math.ceil(self._backlog / self._rate)))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
@@ -181,7 +231,9 @@ class BatchCommitter(Generic[R]):
         if self._task is None or self._task.done():
             raise RuntimeError("the group committer is not running")
         future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(records, future, actor, self._prepare(records)))
+        pending = _Pending(records, future, actor, self._prepare(records))
+        self._backlog += len(records)
+        await self._queue.put(pending)
         return await future
 
     def _prepare(self, records: Sequence[R]) -> Any:
@@ -204,6 +256,7 @@ class BatchCommitter(Generic[R]):
         return group
 
     async def _commit_group(self, group: list[_Pending[R]]) -> None:
+        started = time.perf_counter()
         try:
             outcomes = await self._store_retrying(group)
         except Exception as exc:
@@ -212,14 +265,27 @@ class BatchCommitter(Generic[R]):
                 for pending in group:
                     await self._commit_group([pending])
                 return
-            log.exception("%s.commit_failed %s=%d", self._kind, self._unit, len(group[0].records))
-            _settle(group[0].future, error=exc)
+            log.exception("%s.commit_failed records=%d", self._kind, len(group[0].records))
+            self._answer(group[0], error=exc)
             return
+        records = sum(len(p.records) for p in group)
+        self._note_rate(records, time.perf_counter() - started)
         self.stats.transactions += 1
         self.stats.batches += len(group)
-        self.stats.events += sum(len(p.records) for p in group)
+        self.stats.events += records
         for pending, outcome in zip(group, outcomes, strict=True):
-            _settle(pending.future, result=outcome)
+            self._answer(pending, result=outcome)
+
+    def _answer(
+        self, pending: _Pending[R], *, result: BatchOutcome | None = None, error: Exception | None = None
+    ) -> None:
+        self._backlog -= len(pending.records)
+        _settle(pending.future, result=result, error=error)
+
+    def _note_rate(self, records: int, seconds: float) -> None:
+        if records and seconds > 0:
+            latest = records / seconds
+            self._rate = latest if self._rate is None else self._rate + _RATE_WEIGHT * (latest - self._rate)
 
     async def _store_retrying(self, group: list[_Pending[R]]) -> list[BatchOutcome]:
         """``_store`` on a worker thread, tried again when PostgreSQL aborted it for a deadlock or a
@@ -241,9 +307,11 @@ class GroupCommitter(BatchCommitter[Event]):
     writer is inside SQLite (which lets go of the GIL).
     """
 
-    def __init__(self, db: Database, registry: PipelineRegistry, max_events: int = 5000) -> None:
+    def __init__(
+        self, db: Database, registry: PipelineRegistry, max_events: int = 5000, *, max_backlog: int = 0
+    ) -> None:
         self._commit_sent = functools.partial(_commit, db, registry)
-        super().__init__(self._commit_sent, max_events)
+        super().__init__(self._commit_sent, max_events, max_backlog=max_backlog)
 
     def _prepare(self, records: Sequence[Event]) -> dict[str, str]:
         return {event.id: body_of(event) for event in records}

@@ -208,11 +208,11 @@ def store_logs(db: Database, batches: Sequence[Sequence[LogRecord]]) -> list[Bat
     return share_transaction(batches, store)
 
 
-def log_committer(db: Database, max_records: int = 5000) -> BatchCommitter[LogRecord]:
+def log_committer(db: Database, max_records: int = 5000, max_backlog: int = 0) -> BatchCommitter[LogRecord]:
     """The group committer for log lines: concurrent ``POST /v1/logs`` share transactions."""
     return BatchCommitter(
-        functools.partial(store_logs, db), max_records, kind="logs", unit="records",
-        name="stagewatch-group-commit-logs",
+        functools.partial(store_logs, db), max_records, max_backlog=max_backlog, kind="logs",
+        unit="log lines", name="stagewatch-group-commit-logs",
     )  # fmt: skip
 
 
