@@ -233,11 +233,12 @@ def temp_dir() -> Iterator[Path]:
 Server = ServerProcess
 
 
-def start_server(database_url: str, log_path: Path, *extra: str) -> Server:
-    """``stagewatch serve`` on a free loopback port, waited for until /healthz answers. Auth is off (the
-    benchmarks measure the paths behind it; a token check is one cached dict lookup per request)."""
+def start_server(database_url: str, log_path: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """``stagewatch serve`` on a free loopback port (with ``env`` added to its environment), waited for
+    until /healthz answers. Auth is off (the benchmarks measure the paths behind it; a token check is
+    one cached dict lookup per request)."""
     extra = ("--log-level", "warning", "--no-auth", *extra)
-    server = launch(database_url, log_path, extra=extra, cwd=log_path.parent)
+    server = launch(database_url, log_path, extra=extra, cwd=log_path.parent, env_overrides=env)
     server.wait_healthy(timeout=60)
     return server
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from stagewatch.errors import Overloaded
-from stagewatch.service.ingest import MAX_RETRY_AFTER, BatchCommitter, BatchOutcome
+from stagewatch.service.ingest import OVERLOAD_LOG_INTERVAL, RETRY_AFTER_SECONDS, BatchCommitter, BatchOutcome
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def test_the_backlog_counts_records_until_they_are_answered_and_refuses_past_its
             await until(lambda: committer.backlog == 60)
             with pytest.raises(Overloaded) as refused:
                 committer.check_room()
-            assert refused.value.retry_after == 1, "no write rate known yet: the shortest wait"
+            assert refused.value.retry_after == RETRY_AFTER_SECONDS
             assert "60 events are waiting to be written (the limit is 50)" in str(refused.value)
             assert committer.stats.shed == 1
             commit.release.set()
@@ -93,23 +94,21 @@ def test_no_limit_means_no_refusal() -> None:
     committer.check_room()
 
 
-@pytest.mark.parametrize(
-    ("backlog", "rate", "wait"),
-    [(1_000, 10_000.0, 1), (25_000, 10_000.0, 3), (40_000, 1_000.0, 40), (10**7, 100.0, MAX_RETRY_AFTER)],
-)
-def test_the_wait_asked_for_is_the_backlog_at_the_recent_write_rate(
-    backlog: int, rate: float, wait: int
+def test_a_flood_of_refusals_is_logged_once_per_interval_with_its_count(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    committer = BatchCommitter(HeldCommit(), max_records=10, max_backlog=1)
-    committer._backlog = backlog
-    committer._note_rate(int(rate), 1.0)
-    assert committer.retry_after() == wait
-
-
-def test_the_write_rate_follows_recent_transactions() -> None:
-    committer = BatchCommitter(HeldCommit(), max_records=10, max_backlog=1)
-    committer._backlog = 10_000
-    committer._note_rate(10_000, 1.0)
-    for _ in range(20):  # the server slowed down to 1,000 a second
-        committer._note_rate(1_000, 1.0)
-    assert committer.retry_after() == 10
+    committer = BatchCommitter(HeldCommit(), max_records=10, max_backlog=5)
+    committer._backlog = 5
+    with caplog.at_level(logging.WARNING, "stagewatch.ingest"):
+        for _ in range(300):
+            with pytest.raises(Overloaded):
+                committer.check_room()
+        committer._overload_logged_at -= OVERLOAD_LOG_INTERVAL  # as if the interval had passed
+        with pytest.raises(Overloaded):
+            committer.check_room()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "ingest.overloaded backlog=5 limit=5 refused=1",
+        "ingest.overloaded backlog=5 limit=5 refused=300",
+    ]
+    assert committer.stats.shed == 301

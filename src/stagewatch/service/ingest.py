@@ -6,9 +6,9 @@ thread, and answers every waiting request. While a transaction runs, new request
 next one, so throughput grows with load instead of collapsing into one commit per request.
 
 The queue is bounded: with ``max_backlog`` records already waiting, ``check_room`` refuses more with
-``Overloaded`` (503 and a ``Retry-After`` worked out from the recent write rate), before the request is
-even parsed. A flood then costs the server almost nothing, its memory stays bounded, and the senders
-(the SDK, ``stagewatch send-events``) keep their events and send them again when told.
+``Overloaded`` (503 with ``Retry-After: 1``), before the request is even parsed. A flood then costs
+the server little, its memory stays bounded, and the senders (the SDK, ``stagewatch send-events``)
+keep their events and send them again when told.
 
 ``GroupCommitter`` is the committer for events (store plus projection); log lines use the same machinery
 with their own store function (``stagewatch.service.logs``). A batch of events may name the ``Actor`` who
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,12 +39,13 @@ from stagewatch.store.engine import Database
 
 log = logging.getLogger("stagewatch.ingest")
 
-# Bounds of the Retry-After given to a sender turned away: at least a second (sooner only adds load),
-# at most a minute (an estimate further out is too uncertain to make anyone wait on it).
-MIN_RETRY_AFTER = 1
-MAX_RETRY_AFTER = 60
-# Weight of the newest transaction in the running estimate of the write rate.
-_RATE_WEIGHT = 0.3
+# The wait asked of a sender turned away. Short on purpose: a refusal costs the server little, but a
+# sender told to wait too long leaves the writer idle once the backlog is written. Waits worked out from
+# the recent write rate did exactly that in benchmarks/flood.py (the rate measured during the storm is
+# low), and cut throughput by 60%. Senders refused again back off further (the SDK, with jitter).
+RETRY_AFTER_SECONDS = 1
+# In a flood, one log line per refusal would be hundreds a second: one per this many seconds instead.
+OVERLOAD_LOG_INTERVAL = 10.0
 
 
 class Identified(Protocol):
@@ -186,7 +186,8 @@ class BatchCommitter(Generic[R]):
         self._queue: asyncio.Queue[_Pending[R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._backlog = 0
-        self._rate: float | None = None  # records written per second, lately
+        self._refused_unlogged = 0
+        self._overload_logged_at = -OVERLOAD_LOG_INTERVAL
         self.stats = CommitStats()
 
     @property
@@ -199,24 +200,25 @@ class BatchCommitter(Generic[R]):
         request, so that turning a sender away costs next to nothing."""
         if not self.max_backlog or self._backlog < self.max_backlog:
             return
-        retry_after = self.retry_after()
         self.stats.shed += 1
-        log.warning(
-            "%s.overloaded backlog=%d limit=%d retry_after=%d", self._kind, self._backlog, self.max_backlog,
-            retry_after,
-        )  # fmt: skip
+        self._log_refusal()
         raise Overloaded(
             f"the server is behind: {self._backlog:,} {self._unit} are waiting to be written "
             f"(the limit is {self.max_backlog:,}); nothing of this request was stored, "
-            f"send it again in {retry_after} s",
-            retry_after=retry_after,
+            f"send it again in {RETRY_AFTER_SECONDS} s",
+            retry_after=RETRY_AFTER_SECONDS,
         )
 
-    def retry_after(self) -> int:
-        """Whole seconds until the backlog should be written, at the recent rate, within bounds."""
-        if not self._rate:
-            return MIN_RETRY_AFTER
-        return max(MIN_RETRY_AFTER, min(MAX_RETRY_AFTER, math.ceil(self._backlog / self._rate)))
+    def _log_refusal(self) -> None:
+        """The first refusal at once, then one line per ``OVERLOAD_LOG_INTERVAL`` counting them."""
+        self._refused_unlogged += 1
+        now = time.monotonic()
+        if now - self._overload_logged_at >= OVERLOAD_LOG_INTERVAL:
+            log.warning(
+                "%s.overloaded backlog=%d limit=%d refused=%d", self._kind, self._backlog, self.max_backlog,
+                self._refused_unlogged,
+            )  # fmt: skip
+            self._overload_logged_at, self._refused_unlogged = now, 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
@@ -256,7 +258,6 @@ class BatchCommitter(Generic[R]):
         return group
 
     async def _commit_group(self, group: list[_Pending[R]]) -> None:
-        started = time.perf_counter()
         try:
             outcomes = await self._store_retrying(group)
         except Exception as exc:
@@ -269,7 +270,6 @@ class BatchCommitter(Generic[R]):
             self._answer(group[0], error=exc)
             return
         records = sum(len(p.records) for p in group)
-        self._note_rate(records, time.perf_counter() - started)
         self.stats.transactions += 1
         self.stats.batches += len(group)
         self.stats.events += records
@@ -281,11 +281,6 @@ class BatchCommitter(Generic[R]):
     ) -> None:
         self._backlog -= len(pending.records)
         _settle(pending.future, result=result, error=error)
-
-    def _note_rate(self, records: int, seconds: float) -> None:
-        if records and seconds > 0:
-            latest = records / seconds
-            self._rate = latest if self._rate is None else self._rate + _RATE_WEIGHT * (latest - self._rate)
 
     async def _store_retrying(self, group: list[_Pending[R]]) -> list[BatchOutcome]:
         """``_store`` on a worker thread, tried again when PostgreSQL aborted it for a deadlock or a
