@@ -31,11 +31,6 @@ AUDIT_COLUMNS = (
 )  # fmt: skip
 
 
-def register(group: click.Group) -> None:
-    """Add ``audit`` to the ``stagewatch`` group."""
-    group.add_command(audit)
-
-
 @click.command("audit", short_help="The audit trail: who did what, when and why, newest first.")
 @click.option("--actor", default=None, metavar="NAME", help="Only actions by this token (or cli:<user>).")
 @click.option("--action", default=None, metavar="ACTION", help="Only this action, e.g. item.create.")

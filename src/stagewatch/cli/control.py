@@ -18,11 +18,6 @@ from stagewatch.cli.reads import connect, print_json, reports_errors, server_opt
 REASON_HELP = "Why: recorded in the audit trail with your token's name."
 
 
-def register(group: click.Group) -> None:
-    for command in (cancel, resume, stop, dlq, pause, unpause, limit):
-        group.add_command(command)
-
-
 def _path(template: str, value: str) -> str:
     return template.format(quote(value, safe=""))
 

@@ -12,11 +12,6 @@ from stagewatch.demo.runner import DemoOptions, run_demo
 from stagewatch.demo.server import ServerError
 
 
-def register(group: click.Group) -> None:
-    """Add ``demo`` to the ``stagewatch`` group."""
-    group.add_command(demo)
-
-
 @click.command("demo", short_help="Watch a simulated video pipeline report to stagewatch, live.")
 @click.option(
     "--videos",

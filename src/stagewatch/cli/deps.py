@@ -26,11 +26,6 @@ COLUMNS = (
 )
 
 
-def register(group: click.Group) -> None:
-    """Add this module's commands to the ``stagewatch`` group."""
-    group.add_command(deps)
-
-
 @click.command("deps", short_help="Dependency health: each circuit's state, since when, and why.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @server_options

@@ -40,11 +40,6 @@ _RELATIVE = re.compile(r"(\d+(\.\d+)?[dhms])+")
 _SINCE_HELP = "use a duration such as 30m, 2h or 1d, an ISO 8601 time, or epoch seconds"
 
 
-def register(group: click.Group) -> None:
-    """Add ``logs`` to the ``stagewatch`` group."""
-    group.add_command(logs)
-
-
 # --- the command ------------------------------------------------------------------------------------
 
 

@@ -12,20 +12,31 @@ import sys
 import click
 
 from stagewatch import __version__
-from stagewatch.cli import audit as audit_commands
-from stagewatch.cli import control as control_commands
-from stagewatch.cli import demo as demo_commands
-from stagewatch.cli import deps as deps_commands
-from stagewatch.cli import logs as log_commands
-from stagewatch.cli import reads as read_commands
-from stagewatch.cli import tokens as token_commands
+from stagewatch.cli.lazy import LazyGroup
 from stagewatch.errors import StagewatchError, StoreUnavailable
 from stagewatch.settings import Settings, load_settings
 
 log = logging.getLogger("stagewatch.cli")
 
+# Every command but serve and migrate, by name: its module is imported only when it runs.
+COMMANDS = {
+    **{name: f"stagewatch.cli.reads:{name}" for name in ("status", "items", "summary")},
+    "send-events": "stagewatch.cli.reads:send_events",
+    **{name: f"stagewatch.cli.control:{name}" for name in ("cancel", "resume", "stop", "dlq")},
+    **{name: f"stagewatch.cli.control:{name}" for name in ("pause", "unpause", "limit")},
+    "demo": "stagewatch.cli.demo:demo",
+    "logs": "stagewatch.cli.logs:logs",
+    "deps": "stagewatch.cli.deps:deps",
+    "token": "stagewatch.cli.tokens:token",
+    "audit": "stagewatch.cli.audit:audit",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="stagewatch")
 def cli() -> None:
     """stagewatch: where every video is, why it failed, and what to do about it.
@@ -159,6 +170,7 @@ def _tell_about_auth(settings: Settings) -> None:
 def _active_tokens(settings: Settings) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
+    from stagewatch.cli import tokens as token_commands
     from stagewatch.service.auth import active_token_count
 
     try:
@@ -176,15 +188,6 @@ def _safe_url(url: str) -> str:
     from stagewatch.store.engine import normalise_url
 
     return make_url(normalise_url(url)).render_as_string(hide_password=True)
-
-
-read_commands.register(cli)
-demo_commands.register(cli)
-log_commands.register(cli)
-deps_commands.register(cli)
-token_commands.register(cli)
-audit_commands.register(cli)
-control_commands.register(cli)
 
 
 def main() -> None:

@@ -36,12 +36,6 @@ TOKEN_HELP = "API token, sent as 'Authorization: Bearer'. [env: STAGEWATCH_TOKEN
 JSON_HELP = "Print the server's JSON instead of tables (for scripts and jq)."
 
 
-def register(group: click.Group) -> None:
-    """Add this module's commands to the ``stagewatch`` group."""
-    for command in (status, items, summary, send_events):
-        group.add_command(command)
-
-
 # --- shared plumbing -------------------------------------------------------------------------------
 
 

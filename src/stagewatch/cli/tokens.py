@@ -56,11 +56,6 @@ database_option = click.option(
 )
 
 
-def register(group: click.Group) -> None:
-    """Add ``token`` to the ``stagewatch`` group."""
-    group.add_command(token)
-
-
 def reports_errors(command: Callable[P, None]) -> Callable[P, None]:
     """A stagewatch or database error becomes one ``error:`` line: exit 1 when the token does not exist
     or the database failed, 2 for bad input."""
