@@ -118,6 +118,9 @@ def test_a_full_backlog_turns_a_batch_away_and_nothing_is_lost(
         assert int(refused.headers["retry-after"]) >= 1
         error = refused.json()["error"]
         assert "20 events are waiting" in error and "the limit is 10" in error and "nothing" in error
+
+        overview = httpx.get(f"{busy_server.url}/", timeout=30).text
+        assert "ingest behind" in overview and "20 events waiting to be written (limit 10)" in overview
     thread.join(30)
     assert answers[0].status_code == 200 and answers[0].json()["accepted"] == 20, "the waiting batch lands"
     assert not stored(busy_server, f"{ns}-b-v0"), "a batch turned away stores nothing"

@@ -112,3 +112,14 @@ def test_a_flood_of_refusals_is_logged_once_per_interval_with_its_count(
         "ingest.overloaded backlog=5 limit=5 refused=300",
     ]
     assert committer.stats.shed == 301
+
+
+def test_a_refusal_is_remembered_for_the_overview_for_a_while() -> None:
+    committer = BatchCommitter(HeldCommit(), max_records=10, max_backlog=5)
+    assert not committer.refused_within(60)
+    committer._backlog = 5
+    with pytest.raises(Overloaded):
+        committer.check_room()
+    assert committer.refused_within(60)
+    committer._refused_at -= 61  # type: ignore[operator]  # as if a minute had passed
+    assert not committer.refused_within(60)

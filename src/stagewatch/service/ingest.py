@@ -188,6 +188,7 @@ class BatchCommitter(Generic[R]):
         self._backlog = 0
         self._refused_unlogged = 0
         self._overload_logged_at = -OVERLOAD_LOG_INTERVAL
+        self._refused_at: float | None = None
         self.stats = CommitStats()
 
     @property
@@ -201,6 +202,7 @@ class BatchCommitter(Generic[R]):
         if not self.max_backlog or self._backlog < self.max_backlog:
             return
         self.stats.shed += 1
+        self._refused_at = time.monotonic()
         self._log_refusal()
         raise Overloaded(
             f"the server is behind: {self._backlog:,} {self._unit} are waiting to be written "
@@ -208,6 +210,10 @@ class BatchCommitter(Generic[R]):
             f"send it again in {RETRY_AFTER_SECONDS} s",
             retry_after=RETRY_AFTER_SECONDS,
         )
+
+    def refused_within(self, seconds: float) -> bool:
+        """Whether a sender was turned away in the last ``seconds``."""
+        return self._refused_at is not None and time.monotonic() - self._refused_at < seconds
 
     def _log_refusal(self) -> None:
         """The first refusal at once, then one line per ``OVERLOAD_LOG_INTERVAL`` counting them."""

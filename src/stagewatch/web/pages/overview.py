@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stagewatch.api.context import AppContext, Ctx
 from stagewatch.service import dashboard
+from stagewatch.service.ingest import BatchCommitter
 from stagewatch.web.access import Who, session_still_valid, web_state
 from stagewatch.web.live import Fragments, event_stream
 from stagewatch.web.responses import PageRoute, render
@@ -25,6 +26,8 @@ STAGE_COUNTS = (
 )  # fmt: skip
 # Counts that mean someone should look.
 TROUBLE = frozenset({"failed", "dead_lettered", "stuck"})
+# How long after the last sender was turned away the overview still says ingest is behind.
+OVERLOAD_SHOWN_FOR = 60.0
 
 
 def _model(ctx: AppContext) -> dict[str, Any]:
@@ -32,7 +35,26 @@ def _model(ctx: AppContext) -> dict[str, Any]:
     flights = dashboard.in_flight(ctx.db, ctx.registry, limit=50)
     flagged = [run for run in flights["runs"] if run["stuck"] or run["runaway"]]
     return {"overview": overview, "flagged": flagged, "running_total": flights["total"],
-            "problems": problems(overview, flagged)}  # fmt: skip
+            "problems": ingest_problems(ctx) + problems(overview, flagged)}  # fmt: skip
+
+
+def ingest_problems(ctx: AppContext) -> list[dict[str, Any]]:
+    """This server turning senders away for being behind (in the last minute): first, since what is
+    refused is not stored until the senders send it again."""
+    found = []
+    committers: tuple[tuple[str, BatchCommitter[Any]], ...] = (
+        ("events", ctx.committer), ("log lines", ctx.log_committer)
+    )  # fmt: skip
+    for noun, committer in committers:
+        if committer.refused_within(OVERLOAD_SHOWN_FOR):
+            refused = f"{committer.stats.shed:,} request{'' if committer.stats.shed == 1 else 's'}"
+            found.append({
+                "kind": "overloaded", "badge": "ingest behind", "href": "/readyz",
+                "text": f"This server is turning senders away: {committer.backlog:,} {noun} waiting to "
+                f"be written (limit {committer.max_backlog:,}); {refused} refused so far, which the "
+                "senders send again",
+            })  # fmt: skip
+    return found
 
 
 def problems(overview: dict[str, Any], flagged: list[dict[str, Any]]) -> list[dict[str, Any]]:
