@@ -85,7 +85,7 @@ def work_of_run(conn: Connection, item_id: str, run_id: str) -> Row | None:
 
 def works_of_item(conn: Connection, item_id: str) -> list[dict[str, Any]]:
     query = select(work).where(work.c.item_id == item_id).order_by(work.c.created_at)
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         query = query.with_for_update()
     return [dict(row) for row in conn.execute(query).mappings()]
 
@@ -257,7 +257,7 @@ def resolve_dead_letters(
 ) -> list[dict[str, Any]]:
     """Mark open dead letters replayed or discarded; return the rows that were open."""
     query = select(dead_letters).where(dead_letters.c.id.in_(list(ids)), dead_letters.c.status == "open")
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         query = query.with_for_update()
     rows = [dict(row) for row in conn.execute(query).mappings()]
     if rows:

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 
 from stagewatch.domain.statuses import RunStatus
+from stagewatch.store.driver import is_postgres
 from stagewatch.store.schema import items, leases, runs, work
 
 # Run statuses that count as a failed attempt on the dashboard (a cancel is an operator's decision).
@@ -40,7 +41,7 @@ def bucket_of(conn: Connection, column: Any, start: float, width: float) -> Colu
     cast truncates, which is the floor for the non-negative values asked here, and ``floor`` is missing
     from SQLite builds without the math functions."""
     offset = (column - literal(start)) / literal(width)
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         return cast(func.floor(offset), Integer)
     return cast(offset, Integer)
 
@@ -121,7 +122,7 @@ _OLDEST_RUNNING = (
 
 
 def _oldest_running(conn: Connection, limit: int) -> list[str]:
-    hint = "" if conn.dialect.name == "postgresql" else " INDEXED BY ix_runs_running"
+    hint = "" if is_postgres(conn) else " INDEXED BY ix_runs_running"
     return list(conn.execute(text(_OLDEST_RUNNING.format(hint=hint)), {"limit": limit}).scalars())
 
 

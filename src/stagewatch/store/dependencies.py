@@ -7,11 +7,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from stagewatch.domain.circuit import DependencyState
 from stagewatch.store import schema
-from stagewatch.store.driver import Shape, any_of, execute
+from stagewatch.store.driver import Shape, any_of, execute, is_postgres, upsert_insert
 
 _table = schema.dependencies
 _SHAPE = Shape.of(_table)
@@ -46,7 +45,7 @@ def change_state(
 def write_state(conn: Connection, state: DependencyState) -> None:
     """Insert or overwrite one dependency's row."""
     row = _to_row(state)
-    stmt = _insert(conn).values(row)
+    stmt = upsert_insert(conn, _table).values(row)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["name"], set_={k: v for k, v in row.items() if k != "name"}
@@ -56,17 +55,14 @@ def write_state(conn: Connection, state: DependencyState) -> None:
 
 def _locked(conn: Connection, name: str) -> DependencyState:
     query = select(_table).where(_table.c.name == name)
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         placeholder = _to_row(DependencyState(name))
-        conn.execute(_insert(conn).values(placeholder).on_conflict_do_nothing(index_elements=["name"]))
+        conn.execute(
+            upsert_insert(conn, _table).values(placeholder).on_conflict_do_nothing(index_elements=["name"])
+        )
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     return _from_row(row) if row is not None else DependencyState(name)
-
-
-def _insert(conn: Connection) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(_table)
 
 
 def _to_row(state: DependencyState) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import JSON, Boolean, Connection, Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 Row = dict[str, Any]
@@ -33,6 +34,12 @@ _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 def is_postgres(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
+
+
+def upsert_insert(conn: Connection, table: Table) -> Any:
+    """``INSERT`` into ``table`` in the connection's own dialect, which has ``on_conflict_do_nothing``
+    and ``on_conflict_do_update`` (SQLite's and PostgreSQL's take the same arguments)."""
+    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
 
 
 @functools.lru_cache(maxsize=512)

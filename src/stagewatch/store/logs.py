@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
-from stagewatch.store import schema
+from stagewatch.store import driver, schema
 
 # Whitespace, control characters and ASCII punctuation separate words (as in the migration's index).
 _SEPARATORS = re.compile(r"[\s\x00-\x1f\x7f" + re.escape(string.punctuation) + r"]+")
@@ -97,7 +97,7 @@ def insert_logs(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
     """Append log lines, skipping ids already stored. Returns the ids that were new."""
     if not rows:
         return set()
-    if conn.dialect.name == "postgresql":
+    if driver.is_postgres(conn):
         return _insert_postgres(conn, rows)
     stmt = sqlite.insert(schema.logs).on_conflict_do_nothing(index_elements=["id"])
     return set(conn.execute(stmt.returning(schema.logs.c.id), list(rows)).scalars())
@@ -128,7 +128,7 @@ def logs_page(
     conn: Connection, where: LogFilter, after: tuple[float, int] | None, limit: int
 ) -> list[RowMapping]:
     """Matching lines newest first; ``after`` is the (time, seq) of the previous page's last line."""
-    if where.text is not None and conn.dialect.name == "postgresql":
+    if where.text is not None and driver.is_postgres(conn):
         # Rare words are best found through the GIN index, common ones by walking the time index until
         # a page is full: plan each search for its own words, never with a generic prepared plan.
         conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
@@ -167,7 +167,7 @@ def _conditions(conn: Connection, where: LogFilter) -> list[ColumnElement[bool]]
 
 def _matches(conn: Connection, words: TextQuery) -> ColumnElement[bool]:
     """The full-text condition, answered by the backend's full-text index."""
-    if conn.dialect.name == "postgresql":
+    if driver.is_postgres(conn):
         tsquery = func.to_tsquery(
             literal_column("'simple'::regconfig"), bindparam("tsquery", words.tsquery())
         )

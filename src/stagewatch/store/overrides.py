@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from stagewatch.domain.guards import StageOverride
+from stagewatch.store.driver import upsert_insert
 from stagewatch.store.schema import leases, stage_overrides
 
 _o = stage_overrides.c
@@ -37,7 +37,7 @@ def set_override(conn: Connection, pipeline: str, stage: str, **values: Any) -> 
     """Insert or change the stage's override; ``values`` among paused, reason, actor, max_running and
     updated_at (a new row starts unpaused and uncapped)."""
     row = {"pipeline": pipeline, "stage": stage, "paused": False, "max_running": None, **values}
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(stage_overrides)
+    insert = upsert_insert(conn, stage_overrides)
     conn.execute(insert.values(row).on_conflict_do_update(index_elements=["pipeline", "stage"], set_=values))
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, delete, exists, func, select, tuple_
 
-from stagewatch.store import schema
+from stagewatch.store import driver, schema
 from stagewatch.store.engine import Database
 
 # pg_advisory_lock key of the retention loop: the bytes "stgwRETN" read as a signed 64-bit number.
@@ -57,7 +57,7 @@ def delete_events_of(
     still = select(c.item_id).where(
         c.item_id.in_(list(item_ids)), c.status.in_(list(statuses)), c.updated_at < cutoff
     )
-    if conn.dialect.name == "postgresql":
+    if driver.is_postgres(conn):
         still = still.order_by(c.item_id).with_for_update()
     ids = list(conn.execute(still).scalars())
     if not ids:

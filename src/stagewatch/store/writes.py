@@ -6,8 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection
 
 from stagewatch.domain.projection import ItemState, RunState
 from stagewatch.store import driver, schema
@@ -20,12 +19,6 @@ from stagewatch.store.rawsql import (
     upsert_objects_sqlite,
 )
 from stagewatch.store.rows import item_from_row, run_from_row
-
-
-def _insert(conn: Connection, table: Table) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
-
 
 # The events table's columns as ingest writes them (``seq`` is the database's); see ``EventValues``.
 EVENT_COLUMNS = (
@@ -72,7 +65,7 @@ def lock_items(conn: Connection, placeholders: Iterable[dict[str, Any]]) -> dict
     ordered = sorted(placeholders, key=lambda row: row["item_id"])
     ids = [row["item_id"] for row in ordered]
     suffix = ""
-    if conn.dialect.name == "postgresql":
+    if driver.is_postgres(conn):
         insert_missing_postgres(conn, schema.items, ordered, "item_id")
         suffix = "ORDER BY item_id FOR UPDATE"
     found = (
@@ -116,7 +109,7 @@ def add_stage_counts(conn: Connection, deltas: Counter[tuple[str, str, str]]) ->
     ]
     if not rows:
         return
-    stmt = _insert(conn, schema.stage_counts)
+    stmt = driver.upsert_insert(conn, schema.stage_counts)
     counter = schema.stage_counts.c.count
     upsert = stmt.on_conflict_do_update(
         index_elements=["pipeline", "stage", "status"], set_={"count": counter + stmt.excluded["count"]}
