@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -24,6 +24,10 @@ class AppContext:
     log_committer: BatchCommitter[LogRecord]
     # Background loops (dependency prober, retention) run while this replica leads; see service.leader.
     leadership: Leadership | None = None
+
+    def committers(self) -> dict[str, BatchCommitter[Any]]:
+        """Every ingest queue of this server, by what it carries (``/readyz`` names them so)."""
+        return {"events": self.committer, "logs": self.log_committer}
 
 
 async def context(request: Request) -> AppContext:

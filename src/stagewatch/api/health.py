@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 
 from stagewatch.api.context import AppContext, Ctx
 from stagewatch.service.dependencies import readiness
-from stagewatch.service.ingest import BatchCommitter
 
 router = APIRouter(tags=["health"])
 
@@ -47,8 +46,7 @@ async def readyz(ctx: Ctx) -> JSONResponse:
 
 def _backlogs(ctx: AppContext) -> dict[str, dict[str, int]]:
     """Records waiting to be written, per committer, and the limit past which ingest answers 503."""
-    committers: dict[str, BatchCommitter[Any]] = {"events": ctx.committer, "logs": ctx.log_committer}
-    return {name: {"backlog": c.backlog, "limit": c.max_backlog} for name, c in committers.items()}
+    return {name: {"backlog": c.backlog, "limit": c.max_backlog} for name, c in ctx.committers().items()}
 
 
 def _check(ctx: AppContext) -> dict[str, Any]:

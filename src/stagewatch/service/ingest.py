@@ -181,7 +181,7 @@ class BatchCommitter(Generic[R]):
         self._max_records = max_records
         self.max_backlog = max_backlog
         self._kind = kind
-        self._unit = unit
+        self.unit = unit
         self._name = name
         self._queue: asyncio.Queue[_Pending[R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -205,7 +205,7 @@ class BatchCommitter(Generic[R]):
         self._refused_at = time.monotonic()
         self._log_refusal()
         raise Overloaded(
-            f"the server is behind: {self._backlog:,} {self._unit} are waiting to be written "
+            f"the server is behind: {self._backlog:,} {self.unit} are waiting to be written "
             f"(the limit is {self.max_backlog:,}); nothing of this request was stored, "
             f"send it again in {RETRY_AFTER_SECONDS} s",
             retry_after=RETRY_AFTER_SECONDS,

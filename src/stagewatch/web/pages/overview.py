@@ -12,7 +12,6 @@ from starlette.concurrency import run_in_threadpool
 
 from stagewatch.api.context import AppContext, Ctx
 from stagewatch.service import dashboard
-from stagewatch.service.ingest import BatchCommitter
 from stagewatch.web.access import Who, session_still_valid, web_state
 from stagewatch.web.live import Fragments, event_stream
 from stagewatch.web.responses import PageRoute, render
@@ -42,17 +41,14 @@ def ingest_problems(ctx: AppContext) -> list[dict[str, Any]]:
     """This server turning senders away for being behind (in the last minute): first, since what is
     refused is not stored until the senders send it again."""
     found = []
-    committers: tuple[tuple[str, BatchCommitter[Any]], ...] = (
-        ("events", ctx.committer), ("log lines", ctx.log_committer)
-    )  # fmt: skip
-    for noun, committer in committers:
+    for committer in ctx.committers().values():
         if committer.refused_within(OVERLOAD_SHOWN_FOR):
             refused = f"{committer.stats.shed:,} request{'' if committer.stats.shed == 1 else 's'}"
             found.append({
                 "kind": "overloaded", "badge": "ingest behind", "href": "/readyz",
-                "text": f"This server is turning senders away: {committer.backlog:,} {noun} waiting to "
-                f"be written (limit {committer.max_backlog:,}); {refused} refused so far, which the "
-                "senders send again",
+                "text": f"This server is turning senders away: {committer.backlog:,} {committer.unit} "
+                f"waiting to be written (limit {committer.max_backlog:,}); {refused} refused so far, "
+                "which the senders send again",
             })  # fmt: skip
     return found
 
